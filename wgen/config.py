@@ -1,0 +1,367 @@
+"""Typed configuration: one dataclass per stage, presets as small overlays, ``--set`` overrides.
+
+Every default lives here and nowhere else. A preset is a dict of ``"section.key": value``
+overrides on top of these defaults; ``--set section.key=value`` on the command line goes on
+top of the preset. Workers receive ``Config.to_dict()`` and rebuild the dataclass with
+``Config.from_dict``; they never read module globals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A preset name, ``--set`` key or value that the configuration does not accept."""
+
+
+@dataclass
+class DataConfig:
+    """Concepts, source images and the concept → image-pair stage."""
+
+    seed: int = 0  # seeds concept generation, crop positions and the splits
+    image_size: int = 32  # side of the square crops, pixels
+    n_train_concepts: int = 200  # distinct training concepts
+    n_val_concepts: int = 24  # validation concepts (seen primitives, new texts)
+    n_heldout_concepts: int = 24  # held out: half unseen combinations, half unseen paraphrases
+    pairs_per_concept: int = 24  # (source, edited) pairs made for every concept
+    crops_per_photo: int = 64  # random crops cut from each source photo (the crop pool)
+    images_dir: str | None = None  # folder of the user's JPEG/PNG photos; None = photos shipped in scikit-image/learn
+    editor: str = "procedural"  # "procedural" (offline, CPU) or "instruct-pix2pix" (diffusers, GPU)
+    editor_model_dir: str | None = None  # local InstructPix2Pix folder; required by "instruct-pix2pix"
+    editor_steps: int = 20  # InstructPix2Pix denoising steps
+    editor_actors: int = 2  # most editor actors in the Ray Data pool (the pool scales from 1)
+    editor_cpus: float = 0.5  # logical CPUs per editor actor; fractional so read tasks are not starved
+    editor_gpus: float = 0.0  # GPUs per editor actor (1.0 for instruct-pix2pix on a cluster)
+    editor_batch_size: int = 64  # pairs per batch handed to an editor actor
+    rows_per_shard: int = 2048  # most pairs in one Parquet shard under <out>/pairs/
+
+
+@dataclass
+class GANConfig:
+    """The E2GAN-like generator, the PatchGAN discriminator and their losses."""
+
+    size: str = "demo"  # key into wgen.models.gan.GAN_SIZES
+    lambda_l1: float = 100.0  # λ in the pix2pix loss: adversarial + λ·L1 (pix2pix uses 100)
+    batch_size: int = 16  # pairs per optimisation step
+    lr: float = 2e-4  # Adam learning rate for whole-network training (base, scratch)
+    base_steps: int = 600  # steps of base-generator training on the mixture of training concepts
+    base_concepts: int | None = None  # training concepts mixed into the base; None = all
+    threads: int = 1  # torch threads per training process
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA adapters (peft) on the generator."""
+
+    rank: int = 4  # r: LoRA A is c×r×kh×kw, B is r×f×1×1
+    alpha: float = 4.0  # peft lora_alpha; the update is scaled by alpha / rank
+    lr: float = 1e-3  # Adam learning rate for LoRA-only training
+    targets: list[str] | None = None  # module-name suffixes to adapt; None = the size preset's default
+    train_norms: bool = True  # also train (and store) the normalisation layers' affine parameters
+
+
+@dataclass
+class CollectConfig:
+    """Per-concept LoRA training and the Ray actor pool that runs it."""
+
+    max_concepts: int | None = 48  # train + validation concepts to collect; None = all of them
+    eval_every: int = 25  # steps between evaluations on the held-back pairs
+    eval_pairs: int = 8  # pairs of each concept held back for evaluation (never trained on)
+    patience: int = 4  # evaluations without relative improvement above `tolerance` = converged
+    tolerance: float = 0.01  # relative improvement of the smoothed metric that still counts
+    smooth: int = 3  # evaluations averaged before comparing (GAN metrics swing 10-20%)
+    max_steps: int = 1500  # budget per concept before it is recorded as not converged
+    k_checkpoints: int = 4  # K checkpoints saved after convergence
+    checkpoint_every: int = 25  # steps between the K checkpoints
+    actors: int = 2  # GAN-training actors in the pool
+    cpus_per_actor: float = 1.0  # logical CPUs per actor
+    gpus_per_actor: float = 0.0  # GPUs per actor (cluster)
+    max_retries: int = 1  # retries of a concept whose actor died before it is recorded as failed
+    feature_extractor: str = "auto"  # Fréchet features: "inception" (weights must be local), "offline", "auto"
+
+
+@dataclass
+class DenoiserConfig:
+    """The block-conditioned 1D diffusion model over weight blocks."""
+
+    size: str = "demo"  # key into wgen.models.denoiser.DENOISER_SIZES
+    block_size: int = 64  # b: values per weight block (the paper chose 256 at its scale)
+    index_dim: int = 64  # d: width of SinEnc(n, d), the block-index encoding
+    prediction: str = "epsilon"  # "epsilon" (the paper), "sample" (x0) or "v_prediction"
+    train_timesteps: int = 1000  # T of the DDPM schedule
+    beta_schedule: str = "linear"  # diffusers beta schedule name
+    cond_drop: float = 0.0  # probability of replacing the text by the null embedding (guidance)
+
+
+@dataclass
+class TrainConfig:
+    """Ray Train fitting of the denoiser."""
+
+    workers: int = 1  # data-parallel Ray Train workers
+    use_gpu: bool = False  # one GPU per worker
+    cpus_per_worker: float = 1.0  # logical CPUs per worker
+    epochs: int = 30  # passes over the blocks of the training checkpoints
+    batch_size: int = 256  # global batch of blocks; must divide by `workers`
+    lr: float = 1e-3  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    text_encoder: str = "minilm"  # "minilm" (offline, packaged) or a CLIP folder / hub name
+    quality_every: int = 10  # epochs between GAN-quality evaluations of generated LoRA (0 = only at the end)
+    max_failures: int = 2  # worker failures Ray Train recovers from by resuming the last checkpoint
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling a LoRA for a new concept."""
+
+    steps: int = 1  # 1 = the paper's single direct-reconstruction step; >1 = DDIM steps
+    single_step_t: int = 500  # noise-biased timestep for the single step (of train_timesteps)
+    guidance: float = 0.0  # classifier-free guidance weight w (0 = conditional only)
+    seed: int = 0  # noise seed
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    gan: GANConfig = field(default_factory=GANConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    preset: str = "demo"  # the preset these values started from (for the record)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in values.items():
+            if name not in sections:
+                raise ConfigError(f"unknown config section {name!r}; valid: {sorted(sections)}")
+            if name == "preset":
+                kwargs[name] = value
+            else:
+                section_cls = _SECTION_CLASSES[name]
+                _check_keys(name, section_cls, value)
+                kwargs[name] = section_cls(**value)
+        return cls(**kwargs)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()))
+
+
+_SECTION_CLASSES: dict[str, type] = {
+    "data": DataConfig,
+    "gan": GANConfig,
+    "lora": LoRAConfig,
+    "collect": CollectConfig,
+    "denoiser": DenoiserConfig,
+    "train": TrainConfig,
+    "generate": GenerateConfig,
+}
+
+# Presets are overlays on the defaults above. `demo` is the defaults themselves.
+PRESETS: dict[str, dict[str, Any]] = {
+    "demo": {},
+    # tiny: every stage in seconds, for tests.
+    "tiny": {
+        "data.n_train_concepts": 8,
+        "data.n_val_concepts": 2,
+        "data.n_heldout_concepts": 2,
+        "data.pairs_per_concept": 12,
+        "data.crops_per_photo": 8,
+        "data.image_size": 16,
+        "data.editor_batch_size": 16,
+        "data.rows_per_shard": 64,
+        "gan.size": "tiny",
+        "gan.batch_size": 4,
+        "gan.base_steps": 20,
+        "collect.max_concepts": 4,
+        "collect.eval_every": 5,
+        "collect.eval_pairs": 4,
+        "collect.patience": 2,
+        "collect.smooth": 1,
+        "collect.max_steps": 40,
+        "collect.k_checkpoints": 2,
+        "collect.checkpoint_every": 5,
+        "collect.cpus_per_actor": 0.5,
+        "collect.feature_extractor": "offline",
+        "denoiser.size": "tiny",
+        "denoiser.block_size": 32,
+        "denoiser.index_dim": 16,
+        "denoiser.train_timesteps": 100,
+        "train.epochs": 2,
+        "train.batch_size": 32,
+        "train.quality_every": 0,
+        "generate.single_step_t": 50,
+    },
+    # bench: the headline benchmark, more pairs per concept so held-out training can converge.
+    "bench": {
+        "data.pairs_per_concept": 32,
+    },
+    # cluster: paper-like sizes on a GPU cluster.
+    "cluster": {
+        "data.image_size": 256,
+        "data.n_train_concepts": 1000,
+        "data.n_val_concepts": 50,
+        "data.n_heldout_concepts": 50,
+        "data.pairs_per_concept": 100,
+        "data.editor": "instruct-pix2pix",
+        "data.editor_gpus": 1.0,
+        "data.editor_cpus": 2.0,
+        "data.editor_actors": 8,
+        "data.rows_per_shard": 512,
+        "gan.size": "cluster",
+        "gan.batch_size": 8,
+        "gan.base_steps": 20000,
+        "gan.threads": 4,
+        "lora.rank": 8,
+        "lora.alpha": 8.0,
+        "collect.max_concepts": None,
+        "collect.max_steps": 10000,
+        "collect.eval_every": 200,
+        "collect.checkpoint_every": 200,
+        "collect.k_checkpoints": 8,
+        "collect.actors": 16,
+        "collect.cpus_per_actor": 4.0,
+        "collect.gpus_per_actor": 0.5,
+        "collect.feature_extractor": "inception",
+        "denoiser.size": "cluster",
+        "denoiser.block_size": 256,
+        "denoiser.index_dim": 128,
+        "train.workers": 4,
+        "train.use_gpu": True,
+        "train.cpus_per_worker": 4.0,
+        "train.epochs": 200,
+        "train.batch_size": 1024,
+        "train.text_encoder": "openai/clip-vit-large-patch14",
+    },
+}
+
+
+def _check_keys(section: str, section_cls: type, values: dict[str, Any]) -> None:
+    valid = {f.name for f in dataclasses.fields(section_cls)}
+    unknown = set(values) - valid
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {sorted(f'{section}.{k}' for k in unknown)}; "
+            f"valid keys in [{section}]: {sorted(valid)}"
+        )
+
+
+def _field_type(section: str, key: str) -> Any:
+    if section not in _SECTION_CLASSES:
+        raise ConfigError(
+            f"unknown config section {section!r} in {section}.{key}; valid sections: {sorted(_SECTION_CLASSES)}"
+        )
+    section_cls = _SECTION_CLASSES[section]
+    hints = typing.get_type_hints(section_cls)
+    if key not in hints:
+        raise ConfigError(
+            f"unknown config key {section}.{key}; valid keys in [{section}]: "
+            f"{sorted(f.name for f in dataclasses.fields(section_cls))}"
+        )
+    return hints[key]
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Turn ``value`` (a string from the command line, or a preset value) into ``hint``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, value, arg)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{name}: cannot read {value!r} as {hint}")
+    if origin is list:
+        (item_type,) = args
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{name}: expected a comma-separated list, got {value!r}")
+        return [_coerce(name, v, item_type) for v in items]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        try:
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError
+            return int(number)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if hint is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected text, got {value!r}")
+        return value
+    raise ConfigError(f"{name}: unsupported type {hint}")
+
+
+def apply_override(config: Config, dotted: str, value: Any) -> None:
+    """Set ``section.key`` to ``value`` (coerced to the field's type) in place."""
+    if dotted.count(".") != 1:
+        raise ConfigError(
+            f"override {dotted!r} must look like section.key=value; sections: {sorted(_SECTION_CLASSES)}"
+        )
+    section, key = dotted.split(".")
+    hint = _field_type(section, key)
+    setattr(getattr(config, section), key, _coerce(dotted, value, hint))
+
+
+def parse_set(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} must look like section.key=value (e.g. collect.actors=2)")
+    key, value = item.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def load_config(preset: str = "demo", overrides: list[str] | None = None) -> Config:
+    """Defaults, then the preset overlay, then ``--set section.key=value`` overrides."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {sorted(PRESETS)}")
+    config = Config(preset=preset)
+    for dotted, value in PRESETS[preset].items():
+        apply_override(config, dotted, value)
+    for item in overrides or []:
+        apply_override(config, *parse_set(item))
+    return config
