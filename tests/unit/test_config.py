@@ -1,0 +1,58 @@
+import pytest
+
+from wgen.config import PRESETS, Config, ConfigError, load_config
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_resolves_and_round_trips_through_yaml(preset, tmp_path):
+    config = load_config(preset)
+    assert config.preset == preset
+    path = config.save(tmp_path / "config.yaml")
+    assert Config.load(path) == config
+
+
+def test_set_overrides_coerce_to_the_field_type():
+    config = load_config("tiny", ["collect.actors=3", "lora.lr=5e-4", "train.use_gpu=true"])
+    assert config.collect.actors == 3
+    assert config.lora.lr == pytest.approx(5e-4)
+    assert config.train.use_gpu is True
+
+
+def test_optional_and_list_fields_accept_none_and_commas():
+    config = load_config("demo", ["collect.max_concepts=none", "lora.targets=down.0,up.1"])
+    assert config.collect.max_concepts is None
+    assert config.lora.targets == ["down.0", "up.1"]
+
+
+def test_unknown_key_names_the_key_and_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        load_config("demo", ["collect.actorz=2"])
+    message = str(err.value)
+    assert "collect.actorz" in message
+    assert "actors" in message and "k_checkpoints" in message
+
+
+def test_unknown_section_lists_sections():
+    with pytest.raises(ConfigError, match="valid sections"):
+        load_config("demo", ["colect.actors=2"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match="collect.actors: expected an integer"):
+        load_config("demo", ["collect.actors=two"])
+    with pytest.raises(ConfigError, match="train.use_gpu: expected true or false"):
+        load_config("demo", ["train.use_gpu=maybe"])
+
+
+def test_malformed_set_and_unknown_preset():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config("demo", ["collect.actors"])
+    with pytest.raises(ConfigError, match="valid presets"):
+        load_config("huge")
+
+
+def test_config_yaml_with_unknown_key_is_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("collect:\n  actorz: 2\n")
+    with pytest.raises(ConfigError, match="collect.actorz"):
+        Config.load(path)

@@ -1,0 +1,104 @@
+"""The ``wgen`` command line. Each command is thin: build the config, print and save it, call
+the stage. ``python -m rayjobs.<stage>`` runs the same commands with the same flags."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wgen.config import Config, ConfigError, load_config
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="wgen: collect trained LoRA weights on Ray, learn to generate them, fine-tune new concepts fast.",
+)
+
+PresetOption = Annotated[
+    str, typer.Option("--preset", help="tiny (tests) | demo (default) | bench | cluster (GPU cluster)")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="override a config field: section.key=value (repeatable)"),
+]
+OutOption = Annotated[Path, typer.Option("--out", help="run folder shared by all stages")]
+ForceOption = Annotated[bool, typer.Option("--force", help="redo this stage even if its output is complete")]
+
+
+def resolve_config(preset: str, overrides: list[str] | None, out: Path | None, stage: str) -> Config:
+    """Build the config; a bad preset/key/value exits with the message instead of a traceback."""
+    try:
+        config = load_config(preset, overrides or [])
+    except ConfigError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    if out is not None:
+        path = config.save(Path(out) / f"config.{stage}.yaml")
+        typer.echo(f"{stage}: preset {preset}, resolved config written to {path}")
+    return config
+
+
+def fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def concepts(preset: PresetOption = "demo", set_: SetOption = None) -> None:
+    """Print the concepts of a preset, one a line: split, tab, text."""
+    from wgen.concepts import make_concepts
+
+    config = resolve_config(preset, set_, None, "concepts")
+    try:
+        for concept in make_concepts(config.data):
+            typer.echo(f"{concept.split}\t{concept.text}")
+    except ValueError as err:
+        fail(str(err))
+
+
+@app.command()
+def pairs(
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+    out: OutOption = Path("runs/demo"),
+    images: Annotated[
+        Path | None, typer.Option("--images", help="folder of your own JPEG/PNG photos")
+    ] = None,
+    force: ForceOption = False,
+) -> None:
+    """Edit source crops for every concept on Ray Data; write <out>/pairs/*.parquet."""
+    from wgen.pairs import run_pairs
+
+    overrides = list(set_ or []) + ([f"data.images_dir={images}"] if images else [])
+    config = resolve_config(preset, overrides, out, "pairs")
+    try:
+        run_pairs(config, out, force=force)
+    except ValueError as err:
+        fail(str(err))
+
+
+@app.command()
+def demo(
+    out: OutOption = Path("runs/demo"),
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+) -> None:
+    """The whole pipeline on the embedded offline default: pairs → weights → generator → a new concept."""
+    from wgen.pipeline import run_demo
+
+    config = resolve_config(preset, set_, out, "demo")
+    try:
+        run_demo(config, out)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="wgen")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

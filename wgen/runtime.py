@@ -1,0 +1,109 @@
+"""Process-level plumbing shared by every stage: starting Ray, printing once, atomic writes.
+
+Distributed concerns live here (STYLE.md point 6) so models and pure stage code never read
+ranks or environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# Measured on 2-core machines (DESIGN.md): usage stats cost a network timeout offline, and
+# Ray Train's default 2 s health-check interval makes every `ray.train.report` wait 2 s.
+RAY_ENV_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_DEDUP_LOGS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def set_ray_env_defaults() -> None:
+    """Apply RAY_ENV_DEFAULTS where the user has not set the variable already."""
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to a cluster (``address`` or $RAY_ADDRESS) or start a local Ray head.
+
+    Idempotent: an already-initialised Ray (a test session's shared instance, or a job
+    submitted with ``ray job submit``) is reused as it is.
+    """
+    import ray
+
+    set_ray_env_defaults()
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    # Workers inherit these so a local head behaves like the driver (offline, fast reports).
+    runtime_env = {"env_vars": {k: os.environ[k] for k in RAY_ENV_DEFAULTS}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            log_to_driver=True,
+        )
+
+
+def print0(*args: Any, **kwargs: Any) -> None:
+    """Print from the driver or from rank 0 of a Ray Train group only (EDM's print0)."""
+    try:
+        import ray.train
+
+        context = ray.train.get_context()
+        if context.get_world_rank() != 0:
+            return
+    except Exception:  # noqa: BLE001 - outside a Ray Train worker there is no context
+        pass
+    print(*args, **kwargs)
+    sys.stdout.flush()
+
+
+@contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder that becomes ``final`` only if the block succeeds.
+
+    A crash or an exception leaves ``final`` untouched (absent, or as it was before), so a
+    re-run never mistakes half-written output for finished output.
+    """
+    final = Path(final)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
