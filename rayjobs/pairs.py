@@ -1,16 +1,9 @@
-"""`ray job submit -- python -m rayjobs.pairs --preset cluster --out /shared/runs/x`.
+"""`ray job submit --working-dir . -- python -m rayjobs.pairs --preset cluster --out /shared/runs/x`
 
-Same flags as `wgen pairs`: this module hands its arguments to that very command.
+Takes exactly the flags of `wgen pairs` (see `wgen pairs --help`).
 """
 
-import sys
-
-from wgen.cli import app
-
-
-def main() -> None:
-    app(["pairs", *sys.argv[1:]], prog_name="python -m rayjobs.pairs")
-
+from rayjobs import run_stage
 
 if __name__ == "__main__":
-    main()
+    run_stage("pairs")

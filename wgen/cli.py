@@ -13,22 +13,28 @@ from wgen.config import Config, ConfigError, load_config
 
 app = typer.Typer(
     add_completion=False,
+    pretty_exceptions_enable=False,
     no_args_is_help=True,
     help="wgen: collect trained LoRA weights on Ray, learn to generate them, fine-tune new concepts fast.",
 )
 
 PresetOption = Annotated[
-    str, typer.Option("--preset", help="tiny (tests) | demo (default) | bench | cluster (GPU cluster)")
+    str,
+    typer.Option("--preset", help="tiny (tests) | demo (default) | bench | cluster (GPU cluster)"),
 ]
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="override a config field: section.key=value (repeatable)"),
 ]
 OutOption = Annotated[Path, typer.Option("--out", help="run folder shared by all stages")]
-ForceOption = Annotated[bool, typer.Option("--force", help="redo this stage even if its output is complete")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="redo this stage even if its output is complete")
+]
 
 
-def resolve_config(preset: str, overrides: list[str] | None, out: Path | None, stage: str) -> Config:
+def resolve_config(
+    preset: str, overrides: list[str] | None, out: Path | None, stage: str
+) -> Config:
     """Build the config; a bad preset/key/value exits with the message instead of a traceback."""
     try:
         config = load_config(preset, overrides or [])
@@ -77,6 +83,23 @@ def pairs(
     try:
         run_pairs(config, out, force=force)
     except ValueError as err:
+        fail(str(err))
+
+
+@app.command()
+def collect(
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+    out: OutOption = Path("runs/demo"),
+    force: ForceOption = False,
+) -> None:
+    """Train the base GAN, then every concept's LoRA on a Ray actor pool; write <out>/weights/."""
+    from wgen.collect import run_collect
+
+    config = resolve_config(preset, set_, out, "collect")
+    try:
+        run_collect(config, out, force=force)
+    except (ValueError, FileNotFoundError) as err:
         fail(str(err))
 
 

@@ -33,12 +33,23 @@ class DataConfig:
     n_heldout_concepts: int = 24  # held out: half unseen combinations, half unseen paraphrases
     pairs_per_concept: int = 24  # (source, edited) pairs made for every concept
     crops_per_photo: int = 64  # random crops cut from each source photo (the crop pool)
-    images_dir: str | None = None  # folder of the user's JPEG/PNG photos; None = photos shipped in scikit-image/learn
+    images_dir: str | None = (
+        None  # folder of the user's JPEG/PNG photos; None = photos shipped in scikit-image/learn
+    )
     editor: str = "procedural"  # "procedural" (offline, CPU) or "instruct-pix2pix" (diffusers, GPU)
-    editor_model_dir: str | None = None  # local InstructPix2Pix folder; required by "instruct-pix2pix"
+    editor_model_dir: str | None = (
+        None  # local InstructPix2Pix folder; required by "instruct-pix2pix"
+    )
     editor_steps: int = 20  # InstructPix2Pix denoising steps
+    editor_guidance: float = 7.5  # InstructPix2Pix text guidance scale
+    editor_image_guidance: float = (
+        1.5  # InstructPix2Pix image guidance scale (higher = closer to the source)
+    )
+    editor_max_batch: int = 8  # images per InstructPix2Pix call (bounds GPU memory at 256 px)
     editor_actors: int = 2  # most editor actors in the Ray Data pool (the pool scales from 1)
-    editor_cpus: float = 0.5  # logical CPUs per editor actor; fractional so read tasks are not starved
+    editor_cpus: float = (
+        0.5  # logical CPUs per editor actor; fractional so read tasks are not starved
+    )
     editor_gpus: float = 0.0  # GPUs per editor actor (1.0 for instruct-pix2pix on a cluster)
     editor_batch_size: int = 64  # pairs per batch handed to an editor actor
     rows_per_shard: int = 2048  # most pairs in one Parquet shard under <out>/pairs/
@@ -64,7 +75,9 @@ class LoRAConfig:
     rank: int = 4  # r: LoRA A is c×r×kh×kw, B is r×f×1×1
     alpha: float = 4.0  # peft lora_alpha; the update is scaled by alpha / rank
     lr: float = 1e-3  # Adam learning rate for LoRA-only training
-    targets: list[str] | None = None  # module-name suffixes to adapt; None = the size preset's default
+    targets: list[str] | None = (
+        None  # module-name suffixes to adapt; None = the size preset's default
+    )
     train_norms: bool = True  # also train (and store) the normalisation layers' affine parameters
 
 
@@ -85,7 +98,9 @@ class CollectConfig:
     cpus_per_actor: float = 1.0  # logical CPUs per actor
     gpus_per_actor: float = 0.0  # GPUs per actor (cluster)
     max_retries: int = 1  # retries of a concept whose actor died before it is recorded as failed
-    feature_extractor: str = "auto"  # Fréchet features: "inception" (weights must be local), "offline", "auto"
+    feature_extractor: str = (
+        "auto"  # Fréchet features: "inception" (weights must be local), "offline", "auto"
+    )
 
 
 @dataclass
@@ -113,7 +128,9 @@ class TrainConfig:
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     text_encoder: str = "minilm"  # "minilm" (offline, packaged) or a CLIP folder / hub name
-    quality_every: int = 10  # epochs between GAN-quality evaluations of generated LoRA (0 = only at the end)
+    quality_every: int = (
+        10  # epochs between GAN-quality evaluations of generated LoRA (0 = only at the end)
+    )
     max_failures: int = 2  # worker failures Ray Train recovers from by resuming the last checkpoint
 
 
@@ -350,7 +367,9 @@ def apply_override(config: Config, dotted: str, value: Any) -> None:
 
 def parse_set(item: str) -> tuple[str, str]:
     if "=" not in item:
-        raise ConfigError(f"--set {item!r} must look like section.key=value (e.g. collect.actors=2)")
+        raise ConfigError(
+            f"--set {item!r} must look like section.key=value (e.g. collect.actors=2)"
+        )
     key, value = item.split("=", 1)
     return key.strip(), value.strip()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -48,7 +47,9 @@ def decode_png(blobs: list[bytes] | np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])
 
 
-def plan_pairs(concepts: list[Concept], n_crops: int, pairs_per_concept: int, seed: int) -> pd.DataFrame:
+def plan_pairs(
+    concepts: list[Concept], n_crops: int, pairs_per_concept: int, seed: int
+) -> pd.DataFrame:
     """Pick, for every concept, `pairs_per_concept` distinct crops of the pool (seeded).
 
     Each concept sees its own random subset of the crops, so concepts share photos but not
@@ -82,7 +83,9 @@ class EditorActor:
 
         data = Config.from_dict(config).data
         photos = load_photos(data)
-        self.crop_ids, self.crops = crop_pool(photos, data.image_size, data.crops_per_photo, data.seed)
+        self.crop_ids, self.crops = crop_pool(
+            photos, data.image_size, data.crops_per_photo, data.seed
+        )
         self.editor = build_editor(data)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -126,7 +129,9 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     pairs_dir = out / PAIRS_DIR
     if pairs_done(out) and not force:
         summary = read_json(pairs_dir / SUCCESS_FILE)
-        print0(f"pairs: {pairs_dir} is complete ({summary['pairs']} pairs); skipping (use --force to rebuild)")
+        print0(
+            f"pairs: {pairs_dir} is complete ({summary['pairs']} pairs); skipping (use --force to rebuild)"
+        )
         return summary
 
     data = config.data
@@ -142,21 +147,27 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     init_ray()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = sys.stderr.isatty()
-    n_blocks = max(1, math.ceil(len(plan) / data.editor_batch_size))
     start = time.perf_counter()
     with atomic_dir(pairs_dir) as tmp:
-        dataset = ray.data.from_pandas(plan, override_num_blocks=n_blocks).map_batches(
+        # One block per editor batch, so the pool's actors share the work.
+        chunks = [
+            plan.iloc[i : i + data.editor_batch_size]
+            for i in range(0, len(plan), data.editor_batch_size)
+        ]
+        dataset = ray.data.from_pandas(chunks).map_batches(
             EditorActor,
             fn_constructor_kwargs={"config": config.to_dict()},
             batch_size=data.editor_batch_size,
             batch_format="numpy",
             # Fractional CPUs and a pool that starts at one actor: a pool that takes every
             # CPU starves the read tasks and hangs on 2 cores (DESIGN.md).
-            concurrency=(1, data.editor_actors),
+            compute=ray.data.ActorPoolStrategy(
+                min_size=1, max_size=data.editor_actors, initial_size=data.editor_actors
+            ),
             num_cpus=data.editor_cpus,
             num_gpus=data.editor_gpus or None,
         )
-        dataset.write_parquet(str(tmp), max_rows_per_file=data.rows_per_shard)
+        dataset.write_parquet(str(tmp), min_rows_per_file=data.rows_per_shard)
         seconds = time.perf_counter() - start
         summary = {
             "pairs": len(plan),
@@ -177,7 +188,9 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     return summary
 
 
-def read_pairs(out: Path, concept_ids: list[str] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+def read_pairs(
+    out: Path, concept_ids: list[str] | None = None, columns: list[str] | None = None
+) -> pd.DataFrame:
     """Read ``<out>/pairs/`` into pandas (optionally only some concepts), in a stable order."""
     import pyarrow.dataset as pads
 

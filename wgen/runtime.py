@@ -50,8 +50,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
+        # Twice the cores as logical CPUs: compute-bound actors set their own torch threads,
+        # and the light read/shuffle tasks beside them then always find a free slot (a pool
+        # holding every logical CPU deadlocks a Ray Data pipeline, DESIGN.md).
         ray.init(
-            num_cpus=num_cpus,
+            num_cpus=num_cpus or 2 * (os.cpu_count() or 1),
             include_dashboard=False,
             runtime_env=runtime_env,
             log_to_driver=True,
@@ -92,13 +95,23 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path that replaces ``path`` atomically if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -1,0 +1,268 @@
+"""Stage 3: image pairs → a dataset of trained LoRA weights, on a Ray actor pool.
+
+Ray Data streams the pairs from Parquet and groups them by concept; a pool of
+`ConceptTrainer` actors consumes the groups, trains each concept's LoRA from the base GAN
+until convergence, and writes the K post-convergence checkpoints of that concept as its own
+Parquet file (`wgen.weightstore`). Finished concepts are skipped on a re-run; a concept
+whose actor dies is retried by Ray, and recorded as failed after `collect.max_retries`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from wgen.config import Config
+from wgen.gantrain import (
+    BASE_DIR,
+    BaseGAN,
+    ConceptPairs,
+    lora_generator,
+    parameter_counts,
+    train_base,
+    train_lora,
+)
+from wgen.lora import trainable_state_dict
+from wgen.pairs import PAIRS_DIR, pairs_done, read_pairs
+from wgen.runtime import init_ray, print0, write_json
+from wgen.weightformat import LORA_SPEC, Manifest, build_manifest, flatten
+from wgen.weightstore import WeightStore
+
+SUCCESS_FILE = "_SUCCESS.json"
+
+
+def select_concepts(concepts: pd.DataFrame, max_concepts: int | None) -> list[str]:
+    """Which train + validation concepts to collect, in a fixed order.
+
+    Validation concepts get a sixth of the budget (at least 2): the generator is trained on
+    the training concepts and only scored on the validation ones, so training concepts
+    matter most. `None` collects every train and validation concept.
+    """
+    train = sorted(concepts.loc[concepts["split"] == "train", "concept_id"].unique())
+    val = sorted(concepts.loc[concepts["split"] == "val", "concept_id"].unique())
+    if max_concepts is None:
+        return val + train
+    n_val = min(len(val), max(2, max_concepts // 6))
+    return val[:n_val] + train[: max(0, max_concepts - n_val)]
+
+
+def concept_pairs(frame: pd.DataFrame, config: Config) -> list[ConceptPairs]:
+    return [
+        ConceptPairs.from_frame(group, config.collect.eval_pairs)
+        for _, group in frame.groupby("concept_id", sort=True)
+    ]
+
+
+def ensure_base(config: Config, out: Path) -> BaseGAN:
+    """Train the base generator once per run folder; later runs load it."""
+    folder = Path(out) / BASE_DIR
+    if (folder / "base.json").exists():
+        base = BaseGAN.load(folder)
+        if base.size != config.gan.size:
+            raise ValueError(
+                f"{folder} holds a base GAN of size {base.size!r} but gan.size={config.gan.size!r}; "
+                "use another --out folder"
+            )
+        return base
+    frame = read_pairs(out)
+    frame = frame[frame["split"] == "train"]
+    ids = sorted(frame["concept_id"].unique())[: config.gan.base_concepts]
+    print0(
+        f"collect: training the base generator on {len(ids)} training concepts ({config.gan.base_steps} steps)"
+    )
+    base = train_base(config, concept_pairs(frame[frame["concept_id"].isin(ids)], config))
+    base.save(folder)
+    print0(
+        f"collect: base generator {base.fingerprint} trained in {base.info['seconds']} s → {folder}"
+    )
+    return base
+
+
+def weight_manifest(base: BaseGAN, config: Config) -> Manifest:
+    """The layout of one concept's trained weights (LoRA A/B + norms per layer group)."""
+    model = lora_generator(base, config)
+    return build_manifest(trainable_state_dict(model), LORA_SPEC, base.fingerprint)
+
+
+def collect_one(
+    config: Config, base: BaseGAN, extractor, store: WeightStore, pairs: ConceptPairs
+) -> dict[str, Any]:
+    """Train one concept and write its weights and status. Pure of Ray: the plain-loop
+    baseline and the actor both call this."""
+    manifest = store.manifest()
+    start = time.perf_counter()
+    run = train_lora(base, config, pairs, extractor)
+    status = {
+        "concept_id": pairs.concept_id,
+        "concept_text": pairs.text,
+        "split": pairs.split,
+        "status": run.status,
+        "reason": run.reason,
+        "converged_step": run.converged_step,
+        "checkpoint_steps": [c["step"] for c in run.checkpoints],
+        "history": run.history,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if run.converged:
+        store.write_concept(
+            {**status, "converged_step": run.converged_step},
+            run.checkpoints,
+            [flatten(c["state"], manifest) for c in run.checkpoints],
+        )
+    store.record_status(pairs.concept_id, status)
+    return status
+
+
+class ConceptTrainer:
+    """Ray Data actor: trains the LoRA of every concept group it receives."""
+
+    def __init__(self, config: dict[str, Any], out: str):
+        import torch
+
+        from wgen.metrics import build_feature_extractor
+
+        self.config = Config.from_dict(config)
+        torch.set_num_threads(self.config.gan.threads)
+        self.store = WeightStore(out)
+        self.base = BaseGAN.load(Path(out) / BASE_DIR)
+        self.extractor = build_feature_extractor(self.config.collect.feature_extractor)
+
+    def __call__(self, group: pd.DataFrame) -> pd.DataFrame:
+        concept_id = str(group["concept_id"].iloc[0])
+        status = self.store.status(concept_id)
+        if status is None:
+            status = self._train(concept_id, group)
+        return pd.DataFrame(
+            [
+                {
+                    "concept_id": concept_id,
+                    "status": status["status"],
+                    "seconds": status.get("seconds", 0.0),
+                }
+            ]
+        )
+
+    def _train(self, concept_id: str, group: pd.DataFrame) -> dict[str, Any]:
+        attempt = self.store.begin_attempt(concept_id)
+        allowed = self.config.collect.max_retries + 1
+        if attempt > allowed:
+            status = {
+                "concept_id": concept_id,
+                "status": "failed",
+                "reason": f"its training process died in {attempt - 1} attempt(s) (collect.max_retries={allowed - 1})",
+            }
+            self.store.record_status(concept_id, status)
+            return status
+        try:
+            pairs = ConceptPairs.from_frame(group, self.config.collect.eval_pairs)
+            return collect_one(self.config, self.base, self.extractor, self.store, pairs)
+        except Exception as err:  # noqa: BLE001 - one bad concept must not stop the others
+            status = {
+                "concept_id": concept_id,
+                "status": "failed",
+                "reason": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc(limit=5),
+            }
+            self.store.record_status(concept_id, status)
+            return status
+
+
+def run_collect(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
+    """Make ``<out>/base/`` and ``<out>/weights/``, resuming any earlier partial run."""
+    import ray
+    from ray.data.expressions import col
+    from tqdm import tqdm
+
+    out = Path(out)
+    if not pairs_done(out):
+        raise FileNotFoundError(
+            f"no finished image pairs under {out / PAIRS_DIR}; make them with `wgen pairs --out {out}`"
+        )
+    store = WeightStore(out)
+    if force and store.folder.exists():
+        import shutil
+
+        shutil.rmtree(store.folder)
+    init_ray()
+    base = ensure_base(config, out)
+    store.save_manifest(weight_manifest(base, config))
+    counts = parameter_counts(base, config)
+    print0(
+        f"collect: generator {counts['total']:,} parameters; trained per concept: "
+        f"{counts['lora']:,} LoRA + {counts['norms']:,} norm = {counts['lora'] + counts['norms']:,}"
+    )
+
+    concepts = read_pairs(out, columns=["concept_id", "split"]).drop_duplicates()
+    selected = select_concepts(concepts, config.collect.max_concepts)
+    todo = sorted(set(selected) - store.finished())
+    print0(
+        f"collect: {len(selected)} concepts selected, {len(selected) - len(todo)} already finished, {len(todo)} to train"
+    )
+    start = time.perf_counter()
+    if todo:
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # our own bar counts concepts, not blocks
+        dataset = (
+            ray.data.read_parquet(str(out / PAIRS_DIR), file_extensions=["parquet"])
+            .filter(expr=col("concept_id").is_in(todo))
+            .groupby("concept_id", num_partitions=len(todo))
+            .map_groups(
+                ConceptTrainer,
+                fn_constructor_kwargs={"config": config.to_dict(), "out": str(out)},
+                batch_format="pandas",
+                compute=ray.data.ActorPoolStrategy(size=config.collect.actors),
+                num_cpus=config.collect.cpus_per_actor,
+                num_gpus=config.collect.gpus_per_actor or None,
+            )
+        )
+        with tqdm(
+            total=len(todo), desc="concepts", unit="concept", disable=not sys.stderr.isatty()
+        ) as bar:
+            for row in dataset.iter_rows():
+                bar.set_postfix_str(f"{row['concept_id']} {row['status']}")
+                bar.update(1)
+                if not sys.stderr.isatty():
+                    print0(f"collect: {row['concept_id']} {row['status']} ({row['seconds']:.1f} s)")
+    seconds = time.perf_counter() - start
+    summary = summarize(store, selected, seconds, config)
+    write_json(store.folder / SUCCESS_FILE, summary)
+    print0(
+        f"collect: {summary['converged']}/{summary['selected']} concepts converged "
+        f"({summary['converged_share']:.0%}), {summary['rows']} checkpoint rows, {seconds:.1f} s this run "
+        f"→ {store.folder}"
+    )
+    return summary
+
+
+def summarize(
+    store: WeightStore, selected: list[str], seconds: float, config: Config
+) -> dict[str, Any]:
+    statuses = store.statuses()
+    by_status: dict[str, list[str]] = {}
+    for concept_id in selected:
+        name = statuses.get(concept_id, {}).get("status", "missing")
+        by_status.setdefault(name, []).append(concept_id)
+    converged = len(by_status.get("converged", []))
+    train_seconds = [statuses[c]["seconds"] for c in selected if "seconds" in statuses.get(c, {})]
+    return {
+        "selected": len(selected),
+        "converged": converged,
+        "converged_share": converged / max(1, len(selected)),
+        "by_status": {k: len(v) for k, v in by_status.items()},
+        "not_converged_or_failed": {
+            c: statuses[c].get("reason", "")
+            for k, v in by_status.items()
+            if k not in ("converged", "missing")
+            for c in v
+        },
+        "rows": converged * config.collect.k_checkpoints,
+        "seconds_this_run": round(seconds, 2),
+        "mean_concept_seconds": round(float(np.mean(train_seconds)), 2) if train_seconds else None,
+        "actors": config.collect.actors,
+    }

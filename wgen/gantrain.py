@@ -1,0 +1,373 @@
+"""GAN training without Ray: the base generator, per-concept LoRA, and pix2pix from scratch.
+
+Pure functions on arrays and modules (STYLE.md point 2): the Ray actor pool in
+`wgen.collect` and the benchmark only call these. One loop (`train_until_converged`) serves
+every method, so LoRA, scratch and generated initialisations are trained and stopped by
+exactly the same rule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wgen.config import CollectConfig, Config, GANConfig
+from wgen.convergence import ConvergenceMonitor
+from wgen.lora import add_lora, count_parameters, load_trainable_state_dict, trainable_state_dict
+from wgen.losses import discriminator_loss, generator_loss
+from wgen.metrics import FeatureExtractor, ReferenceStats, evaluate_generator, uint8_to_model
+from wgen.models.gan import build_discriminator, build_generator, fingerprint
+from wgen.runtime import read_json, write_json
+
+
+def concept_seed(seed: int, concept_id: str) -> int:
+    """A stable per-concept seed: the same concept trains identically in any actor or order."""
+    return (seed * 1_000_003 + zlib.crc32(concept_id.encode())) % (2**31)
+
+
+@dataclass
+class ConceptPairs:
+    """One concept's pairs, split into training pairs and held-back evaluation pairs."""
+
+    concept_id: str
+    text: str
+    split: str
+    train_sources: np.ndarray  # uint8 (N, H, W, 3)
+    train_targets: np.ndarray
+    eval_sources: np.ndarray  # uint8 (E, H, W, 3), never trained on
+    eval_targets: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, eval_pairs: int) -> ConceptPairs:
+        """Rows of one concept (decoded images in `source`/`target`) → train/eval split.
+
+        The last `eval_pairs` rows by image id are held back, so the split does not depend on
+        the order in which Ray delivered the rows.
+        """
+        from wgen.pairs import decode_png
+
+        ids = frame["concept_id"].unique()
+        if len(ids) != 1:
+            raise ValueError(f"ConceptPairs needs the rows of one concept, got {list(ids)}")
+        frame = frame.sort_values("image_id", kind="stable")
+        if len(frame) <= eval_pairs:
+            raise ValueError(
+                f"concept {ids[0]} has {len(frame)} pairs; it needs more than "
+                f"collect.eval_pairs={eval_pairs} (raise data.pairs_per_concept)"
+            )
+        sources = decode_png(list(frame["source_png"]))
+        targets = decode_png(list(frame["target_png"]))
+        cut = len(frame) - eval_pairs
+        return cls(
+            concept_id=str(ids[0]),
+            text=str(frame["concept_text"].iloc[0]),
+            split=str(frame["split"].iloc[0]),
+            train_sources=sources[:cut],
+            train_targets=targets[:cut],
+            eval_sources=sources[cut:],
+            eval_targets=targets[cut:],
+        )
+
+
+@dataclass
+class Evaluator:
+    """Scores a generator on fixed evaluation pairs: paired L1 / PSNR and a Fréchet distance
+    against reference statistics of the targets computed once."""
+
+    sources: np.ndarray
+    targets: np.ndarray
+    extractor: FeatureExtractor
+    reference: ReferenceStats = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reference = ReferenceStats.from_images(self.targets, self.extractor)
+
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        return evaluate_generator(
+            generator, self.sources, self.targets, self.extractor, self.reference
+        )
+
+
+class Pix2PixTrainer:
+    """One pix2pix optimisation: D step on (real, fake) pairs, then G step on adv + λ·L1.
+
+    Only the generator's parameters with ``requires_grad`` are optimised, so the same class
+    trains a whole generator (base, scratch) or only its LoRA (+ norms).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        gan: GANConfig,
+        lr: float,
+        pairs: ConceptPairs | list[ConceptPairs],
+        seed: int,
+    ) -> None:
+        self.generator, self.discriminator, self.gan = generator, discriminator, gan
+        parameters = [p for p in generator.parameters() if p.requires_grad]
+        if not parameters:
+            raise ValueError("the generator has no trainable parameters")
+        self.g_optimizer = torch.optim.Adam(parameters, lr=lr, betas=(0.5, 0.999))
+        self.d_optimizer = torch.optim.Adam(
+            discriminator.parameters(), lr=gan.lr, betas=(0.5, 0.999)
+        )
+        pair_list = pairs if isinstance(pairs, list) else [pairs]
+        # The training pairs live on the generator's device: no per-step host → device copies.
+        device = next(generator.parameters()).device
+        self.sources = uint8_to_model(np.concatenate([p.train_sources for p in pair_list])).to(
+            device
+        )
+        self.targets = uint8_to_model(np.concatenate([p.train_targets for p in pair_list])).to(
+            device
+        )
+        self.rng = np.random.default_rng(seed)
+        self.steps = 0
+
+    def step(self) -> dict[str, float]:
+        batch = self.rng.choice(
+            len(self.sources),
+            size=self.gan.batch_size,
+            replace=len(self.sources) < self.gan.batch_size,
+        )
+        source, target = self.sources[batch], self.targets[batch]
+        fake = self.generator(source)
+        d_loss, d_parts = discriminator_loss(self.discriminator, source, target, fake)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_optimizer.step()
+        g_loss, g_parts = generator_loss(
+            self.discriminator, source, target, fake, self.gan.lambda_l1
+        )
+        self.g_optimizer.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_optimizer.step()
+        self.steps += 1
+        return {**d_parts, **g_parts}
+
+
+@dataclass
+class TrainingRun:
+    """What one training run did: its evaluations, where it converged, and its checkpoints."""
+
+    status: str  # "converged" | "not_converged" | "nan"
+    reason: str  # human-readable cause for anything but "converged"
+    history: list[dict[str, float]]  # {"step", "seconds", "l1", "psnr", "fd"} per evaluation
+    converged_step: int | None
+    checkpoints: list[dict[str, Any]]  # {"step", "metrics", "state"} after convergence
+    seconds: float
+
+    @property
+    def converged(self) -> bool:
+        return self.status == "converged"
+
+
+def train_until_converged(
+    trainer: Pix2PixTrainer,
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    collect: CollectConfig,
+    k_checkpoints: int = 0,
+    snapshot: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
+    metric: str = "l1",
+) -> TrainingRun:
+    """Train, evaluating every `eval_every` steps, until `metric` stops improving; then take
+    `k_checkpoints` snapshots `checkpoint_every` steps apart (the paper's K post-convergence
+    checkpoints). Step 0 is evaluated too, so every curve starts at the initialisation."""
+    monitor = ConvergenceMonitor(collect.patience, collect.tolerance, collect.smooth)
+    history: list[dict[str, float]] = []
+    checkpoints: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def record() -> dict[str, float]:
+        metrics = evaluate(trainer.generator)
+        history.append({"step": trainer.steps, "seconds": time.perf_counter() - start, **metrics})
+        return metrics
+
+    def finish(status: str, reason: str, converged_step: int | None) -> TrainingRun:
+        return TrainingRun(
+            status, reason, history, converged_step, checkpoints, time.perf_counter() - start
+        )
+
+    monitor.update(record()[metric])
+    converged_step = None
+    while trainer.steps < collect.max_steps:
+        losses = trainer.step()
+        if not all(math.isfinite(v) for v in losses.values()):
+            return finish("nan", f"non-finite loss at step {trainer.steps}: {losses}", None)
+        if trainer.steps % collect.eval_every == 0 and monitor.update(record()[metric]):
+            converged_step = trainer.steps
+            break
+    if converged_step is None:
+        return finish(
+            "not_converged",
+            f"{metric} still improving by more than {collect.tolerance:.0%} after "
+            f"collect.max_steps={collect.max_steps} steps (best {monitor.best:.4f})",
+            None,
+        )
+    for _ in range(k_checkpoints):
+        for _ in range(collect.checkpoint_every):
+            losses = trainer.step()
+        if not all(math.isfinite(v) for v in losses.values()):
+            return finish("nan", f"non-finite loss at step {trainer.steps} after convergence", None)
+        metrics = record()
+        state = snapshot(trainer.generator) if snapshot else {}
+        checkpoints.append({"step": trainer.steps, "metrics": metrics, "state": state})
+    return finish("converged", "", converged_step)
+
+
+# ---------------------------------------------------------------------------------------
+# The base generator
+# ---------------------------------------------------------------------------------------
+
+BASE_DIR = "base"
+
+
+@dataclass
+class BaseGAN:
+    """The base generator (+ its discriminator) every concept's LoRA starts from."""
+
+    size: str
+    generator: dict[str, torch.Tensor]
+    discriminator: dict[str, torch.Tensor]
+    fingerprint: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def build_generator(self) -> nn.Module:
+        model = build_generator(self.size)
+        model.load_state_dict(self.generator)
+        return model
+
+    def build_discriminator(self) -> nn.Module:
+        model = build_discriminator(self.size)
+        model.load_state_dict(self.discriminator)
+        return model
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(self.generator, str(folder / "generator.safetensors"))
+        save_file(self.discriminator, str(folder / "discriminator.safetensors"))
+        write_json(
+            folder / "base.json", {"size": self.size, "fingerprint": self.fingerprint, **self.info}
+        )
+
+    @classmethod
+    def load(cls, folder: Path) -> BaseGAN:
+        folder = Path(folder)
+        missing = [
+            n
+            for n in ("base.json", "generator.safetensors", "discriminator.safetensors")
+            if not (folder / n).exists()
+        ]
+        if missing:
+            raise FileNotFoundError(
+                f"base GAN folder {folder} lacks {missing}; make it with `wgen collect`"
+            )
+        meta = read_json(folder / "base.json")
+        base = cls(
+            size=meta.pop("size"),
+            generator=load_file(str(folder / "generator.safetensors")),
+            discriminator=load_file(str(folder / "discriminator.safetensors")),
+            fingerprint=meta.pop("fingerprint"),
+            info=meta,
+        )
+        found = fingerprint(base.build_generator(), base.size)
+        if found != base.fingerprint:
+            raise ValueError(
+                f"base generator in {folder} has fingerprint {found}, but base.json records "
+                f"{base.fingerprint}: the weights were changed after they were saved"
+            )
+        return base
+
+
+def train_base(config: Config, pairs: list[ConceptPairs]) -> BaseGAN:
+    """Train the whole generator on a mixture of training concepts for `gan.base_steps` steps.
+
+    With no concept input it learns the average edit; LoRA then specialises it per concept.
+    """
+    torch.manual_seed(config.data.seed)
+    generator = build_generator(config.gan.size, seed=config.data.seed)
+    discriminator = build_discriminator(config.gan.size, seed=config.data.seed + 1)
+    trainer = Pix2PixTrainer(
+        generator, discriminator, config.gan, config.gan.lr, pairs, config.data.seed
+    )
+    start = time.perf_counter()
+    for _ in range(config.gan.base_steps):
+        losses = trainer.step()
+    seconds = time.perf_counter() - start
+    return BaseGAN(
+        size=config.gan.size,
+        generator={k: v.detach().clone() for k, v in generator.state_dict().items()},
+        discriminator={k: v.detach().clone() for k, v in discriminator.state_dict().items()},
+        fingerprint=fingerprint(generator, config.gan.size),
+        info={
+            "steps": config.gan.base_steps,
+            "concepts": [p.concept_id for p in pairs],
+            "seconds": round(seconds, 2),
+            "final_losses": losses if config.gan.base_steps else {},
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Per-concept runs
+# ---------------------------------------------------------------------------------------
+
+
+def lora_generator(
+    base: BaseGAN, config: Config, init: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
+    """The base generator with LoRA at the standard init (B = 0), or at `init` if given."""
+    model = add_lora(base.build_generator(), config.lora, base.size)
+    if init is not None:
+        load_trainable_state_dict(model, init)
+    return model
+
+
+def train_lora(
+    base: BaseGAN,
+    config: Config,
+    pairs: ConceptPairs,
+    extractor: FeatureExtractor,
+    init: dict[str, torch.Tensor] | None = None,
+    k_checkpoints: int | None = None,
+) -> TrainingRun:
+    """LoRA fine-tuning of one concept from the base (standard init unless `init` is given)."""
+    seed = concept_seed(config.data.seed, pairs.concept_id)
+    torch.manual_seed(seed)
+    generator = lora_generator(base, config, init)
+    trainer = Pix2PixTrainer(
+        generator, base.build_discriminator(), config.gan, config.lora.lr, pairs, seed
+    )
+    evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
+    k = config.collect.k_checkpoints if k_checkpoints is None else k_checkpoints
+    return train_until_converged(
+        trainer, evaluate, config.collect, k, snapshot=trainable_state_dict
+    )
+
+
+def train_scratch(config: Config, pairs: ConceptPairs, extractor: FeatureExtractor) -> TrainingRun:
+    """pix2pix: the whole generator from random init on one concept (the slow baseline)."""
+    seed = concept_seed(config.data.seed, pairs.concept_id)
+    torch.manual_seed(seed)
+    generator = build_generator(config.gan.size, seed=seed)
+    discriminator = build_discriminator(config.gan.size, seed=seed + 1)
+    trainer = Pix2PixTrainer(generator, discriminator, config.gan, config.gan.lr, pairs, seed)
+    evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
+    return train_until_converged(trainer, evaluate, config.collect)
+
+
+def parameter_counts(base: BaseGAN, config: Config) -> dict[str, int]:
+    """Full generator parameters vs trained LoRA (+ norm) parameters (paper: 7.06M → 0.22M)."""
+    return count_parameters(lora_generator(base, config))
