@@ -31,7 +31,7 @@ from wgen.gantrain import (
 from wgen.lora import trainable_state_dict
 from wgen.pairs import PAIRS_DIR, pairs_done, read_pairs
 from wgen.runtime import init_ray, print0, write_json
-from wgen.weightformat import LORA_SPEC, Manifest, build_manifest, flatten
+from wgen.weightformat import Manifest, Selection, build_manifest, flatten
 from wgen.weightstore import WeightStore
 
 SUCCESS_FILE = "_SUCCESS.json"
@@ -87,7 +87,7 @@ def ensure_base(config: Config, out: Path) -> BaseGAN:
 def weight_manifest(base: BaseGAN, config: Config) -> Manifest:
     """The layout of one concept's trained weights (LoRA A/B + norms per layer group)."""
     model = lora_generator(base, config)
-    return build_manifest(trainable_state_dict(model), LORA_SPEC, base.fingerprint)
+    return build_manifest(trainable_state_dict(model), Selection(), base.fingerprint)
 
 
 def collect_one(
@@ -208,6 +208,9 @@ def run_collect(config: Config, out: Path, force: bool = False) -> dict[str, Any
     if todo:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # our own bar counts concepts, not blocks
+        # The hash shuffle starts a pool of aggregator actors (~40 s on 2 cores); the
+        # sort-based shuffle uses plain tasks and groups a few thousand pairs in seconds.
+        context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
         dataset = (
             ray.data.read_parquet(str(out / PAIRS_DIR), file_extensions=["parquet"])
             .filter(expr=col("concept_id").is_in(todo))

@@ -203,4 +203,5 @@ def read_pairs(
     expression = pads.field("concept_id").isin(concept_ids) if concept_ids is not None else None
     table = dataset.to_table(filter=expression, columns=columns)
     frame = table.to_pandas()
-    return frame.sort_values(["concept_id", "image_id"], kind="stable").reset_index(drop=True)
+    order = [c for c in ("concept_id", "image_id") if c in frame.columns]
+    return frame.sort_values(order, kind="stable").reset_index(drop=True)

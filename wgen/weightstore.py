@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wgen.runtime import atomic_file, atomic_write_bytes, read_json, write_json
-from wgen.weightformat import Manifest
+from wgen.weightformat import Manifest, check_compatible, unflatten
 
 WEIGHTS_DIR = "weights"
 MANIFEST_FILE = "manifest.json"
@@ -171,9 +171,12 @@ class WeightStore:
             frame = frame[frame["split"].isin(splits)]
         return frame.sort_values(["concept_id", "checkpoint"], kind="stable").reset_index(drop=True)
 
-    def group_columns(self, frame: pd.DataFrame) -> list[str]:
-        return [c for c in frame.columns if c.startswith("g") and c[1:].isdigit()]
 
-    def vectors(self, row: pd.Series) -> list[np.ndarray]:
-        """One row's group vectors, in group order."""
-        return [np.asarray(row[c], dtype=np.float32) for c in self.group_columns(row.to_frame().T)]
+def checkpoint_state(row: pd.Series, manifest: Manifest, base_fingerprint: str) -> dict:
+    """One checkpoint row → the trainable state dict (LoRA + norms) for a base generator.
+
+    Refuses weights collected on another base generator: its fingerprint must match.
+    """
+    check_compatible(manifest, base_fingerprint)
+    columns = [group_column(g) for g in range(len(manifest.groups))]
+    return unflatten([np.asarray(row[c], dtype=np.float32) for c in columns], manifest)

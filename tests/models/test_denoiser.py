@@ -1,0 +1,130 @@
+"""The 1D UNet denoiser: shapes, determinism, conditioning, null text, save/load."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from wgen.config import DenoiserConfig
+from wgen.models.denoiser import DENOISER_SIZES, Denoiser, build_denoiser, sin_enc
+
+TEXT_DIM = 24
+
+
+def tiny(block_size: int = 32, seed: int = 0, extra_cond: bool = False) -> Denoiser:
+    torch.manual_seed(seed)
+    cfg = DenoiserConfig(size="tiny", block_size=block_size, index_dim=16)
+    return build_denoiser(cfg, TEXT_DIM, extra_cond=extra_cond).eval()
+
+
+def inputs(batch: int, block_size: int, seed: int = 1) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 1, block_size, generator=g)
+    t = torch.randint(0, 100, (batch,), generator=g)
+    n = torch.arange(batch)
+    text = torch.randn(batch, TEXT_DIM, generator=g)
+    return x, t, n, text
+
+
+def test_sin_enc_matches_the_formula() -> None:
+    d = 7
+    n = torch.tensor([0.0, 1.0, 5.0, 123.0])
+    enc = sin_enc(n, d)
+    assert enc.shape == (4, d)
+    for row, value in enumerate(n.tolist()):
+        for i in range((d - 1) // 2 + 1):
+            angle = value / 10000 ** (2 * i / d)
+            assert enc[row, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            if 2 * i + 1 < d:
+                assert enc[row, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 16, 33, 64, 100])
+def test_output_shape_matches_input_for_any_b(block_size: int) -> None:
+    model = tiny(block_size)
+    x, t, n, text = inputs(6, block_size)
+    out = model(x, t, n, text)
+    assert out.shape == (6, 1, block_size) and torch.isfinite(out).all()
+
+
+def test_all_sizes_build_and_run() -> None:
+    for size in DENOISER_SIZES:
+        model = build_denoiser(DenoiserConfig(size=size, index_dim=16), TEXT_DIM).eval()
+        x, t, n, text = inputs(2, 64)
+        with torch.no_grad():
+            assert model(x, t, n, text).shape == (2, 1, 64)
+
+
+def test_unknown_size_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="tiny"):
+        build_denoiser(DenoiserConfig(size="huge"), TEXT_DIM)
+
+
+def test_fixed_seed_gives_identical_models_and_outputs() -> None:
+    x, t, n, text = inputs(4, 32)
+    a, b = tiny(seed=3), tiny(seed=3)
+    torch.testing.assert_close(a(x, t, n, text), b(x, t, n, text), rtol=0, atol=0)
+    assert not torch.allclose(tiny(seed=4)(x, t, n, text), a(x, t, n, text))
+
+
+def test_block_index_timestep_and_text_change_the_output() -> None:
+    model = tiny()
+    x, t, n, text = inputs(4, 32)
+    base = model(x, t, n, text)
+    assert not torch.allclose(model(x, t, n + 7, text), base, atol=1e-5)
+    assert not torch.allclose(model(x, (t + 30) % 100, n, text), base, atol=1e-5)
+    assert not torch.allclose(model(x, t, n, text.flip(0)), base, atol=1e-5)
+
+
+def test_shared_text_of_batch_one_equals_repeated_text() -> None:
+    model = tiny()
+    x, t, n, text = inputs(5, 32)
+    shared = model(x, t, n, text[:1])
+    repeated = model(x, t, n, text[:1].expand(5, -1))
+    torch.testing.assert_close(shared, repeated)
+
+
+def test_drop_text_uses_the_null_embedding() -> None:
+    model = tiny()
+    with torch.no_grad():
+        model.null_text.normal_()
+    x, t, n, text = inputs(4, 32)
+    drop = torch.tensor([True, False, True, False])
+    out = model(x, t, n, text, drop_text=drop)
+    null_rows = model.null_text.expand(4, -1)
+    expected_null = model(x, t, n, null_rows)
+    torch.testing.assert_close(out[drop], expected_null[drop])
+    torch.testing.assert_close(out[~drop], model(x, t, n, text)[~drop])
+    # Dropped rows ignore whatever text was given.
+    torch.testing.assert_close(model(x, t, n, -text, drop_text=drop)[drop], out[drop])
+
+
+def test_extra_condition_starts_neutral_then_matters() -> None:
+    teacher = tiny(seed=5)
+    student = tiny(seed=6, extra_cond=True)
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    assert not unexpected and all(key.startswith("extra_mlp.") for key in missing)
+    x, t, n, text = inputs(4, 32)
+    w = torch.full((4,), 2.0)
+    # Zero-initialised output layer: the student first reproduces the teacher for any w.
+    torch.testing.assert_close(student(x, t, n, text, extra_cond=w), teacher(x, t, n, text))
+    with torch.no_grad():
+        student.extra_mlp.net[-1].weight.normal_()
+    assert not torch.allclose(
+        student(x, t, n, text, extra_cond=w), student(x, t, n, text, extra_cond=w * 0)
+    )
+    with pytest.raises(ValueError, match="extra_cond"):
+        teacher(x, t, n, text, extra_cond=w)
+
+
+def test_state_dict_save_load_round_trip(tmp_path) -> None:
+    model = tiny(seed=8)
+    path = tmp_path / "denoiser.safetensors"
+    save_file(model.state_dict(), str(path))
+    loaded = tiny(seed=9)
+    loaded.load_state_dict(load_file(str(path)))
+    x, t, n, text = inputs(3, 32)
+    torch.testing.assert_close(loaded(x, t, n, text), model(x, t, n, text), rtol=0, atol=0)

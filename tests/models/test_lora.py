@@ -1,0 +1,174 @@
+"""LoRA on the generator: standard init, what trains, state dicts, adapter folders."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from peft import LoraConfig
+
+from wgen.config import LoRAConfig
+from wgen.lora import (
+    CONFIG_FILE,
+    NORMS_FILE,
+    WEIGHTS_FILE,
+    add_lora,
+    count_parameters,
+    load_adapter,
+    load_trainable_state_dict,
+    norm_parameter_names,
+    read_adapter_metadata,
+    save_adapter,
+    trainable_state_dict,
+)
+from wgen.losses import generator_loss
+from wgen.models.gan import GAN_SIZES, build_discriminator, build_generator, fingerprint
+
+SIZE = "tiny"
+
+
+def _images(batch: int = 2, seed: int = 0) -> torch.Tensor:
+    side = GAN_SIZES[SIZE].image_size
+    return torch.rand(batch, 3, side, side, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def _lora_model(seed: int = 0, **cfg) -> torch.nn.Module:
+    return add_lora(build_generator(SIZE, seed=seed), LoRAConfig(**cfg), SIZE)
+
+
+@torch.no_grad()
+def _randomise_trainable(model: torch.nn.Module, seed: int = 1) -> None:
+    """Give every trainable tensor non-trivial values (LoRA B starts at zero)."""
+    g = torch.Generator().manual_seed(seed)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.add_(0.1 * torch.randn(param.shape, generator=g))
+
+
+def test_standard_init_leaves_output_unchanged():
+    x = _images()
+    base = build_generator(SIZE, seed=0)
+    expected = base(x)
+    assert torch.equal(add_lora(base, LoRAConfig(), SIZE)(x), expected)  # B = 0
+
+
+@pytest.mark.parametrize("train_norms", [True, False])
+def test_only_lora_and_norms_are_trainable(train_norms):
+    model = _lora_model(train_norms=train_norms)
+    norms = set(norm_parameter_names(model))
+    for name, param in model.named_parameters():
+        should_train = ".lora_" in name or (train_norms and name in norms)
+        assert param.requires_grad == should_train, name
+    counts = count_parameters(model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counts["lora"] + counts["norms"] == trainable
+    assert (counts["norms"] > 0) == train_norms
+
+
+def test_conv_lora_shapes_follow_the_paper():
+    # Conv2d LoRA: A is c×r×kh×kw (stored r×c×kh×kw), B is r×f×1×1 (stored f×r×1×1).
+    model = _lora_model(rank=3)
+    conv = model.down[0].conv
+    c, f = conv.base_layer.in_channels, conv.base_layer.out_channels
+    assert conv.lora_A["default"].weight.shape == (3, c, 3, 3)
+    assert conv.lora_B["default"].weight.shape == (f, 3, 1, 1)
+
+
+def test_custom_targets_replace_the_default():
+    model = _lora_model(targets=["attn.qkv"])
+    keys = trainable_state_dict(model)
+    assert {k for k in keys if "lora_" in k} == {
+        "transformer.attn.qkv.lora_A.weight",
+        "transformer.attn.qkv.lora_B.weight",
+    }
+
+
+def test_one_step_changes_only_trainable_parameters():
+    model = _lora_model()
+    disc = build_discriminator(SIZE, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    source, target = _images(seed=0), -_images(seed=0)  # an "invert" pair
+    loss, _ = generator_loss(disc, source, target, model(source), lambda_l1=100.0)
+    loss.backward()
+    optimiser.step()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed <= trainable
+    assert any(".lora_B." in k for k in changed)  # A's gradient is zero while B = 0
+
+
+def test_trainable_state_dict_is_a_detached_copy_in_parameter_order():
+    model = _lora_model()
+    state = trainable_state_dict(model)
+    assert all(".default." not in k for k in state)  # peft's adapter-name-free keys
+    expected_order = [
+        n.replace(".default.", ".") for n, p in model.named_parameters() if p.requires_grad
+    ]
+    assert list(state) == expected_order
+    _randomise_trainable(model)
+    assert all(torch.equal(v, torch.zeros_like(v)) for k, v in state.items() if "lora_B" in k)
+
+
+def test_trainable_state_dict_moves_between_models():
+    source, target = _lora_model(), _lora_model()
+    _randomise_trainable(source)
+    load_trainable_state_dict(target, trainable_state_dict(source))
+    x = _images()
+    assert torch.equal(target(x), source(x))
+
+
+def test_load_trainable_state_dict_is_strict_on_keys():
+    model = _lora_model()
+    state = trainable_state_dict(model)
+    missing = dict(list(state.items())[1:])
+    with pytest.raises(KeyError, match="missing"):
+        load_trainable_state_dict(model, missing)
+    with pytest.raises(KeyError, match="unexpected.*head.weight"):
+        load_trainable_state_dict(model, {**state, "head.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="no LoRA adapter"):
+        trainable_state_dict(build_generator(SIZE))
+
+
+@pytest.mark.parametrize("train_norms", [True, False])
+def test_adapter_round_trip_is_bit_identical(tmp_path, train_norms):
+    model = _lora_model(train_norms=train_norms)
+    _randomise_trainable(model)
+    base_fp = fingerprint(build_generator(SIZE, seed=0), SIZE)
+    save_adapter(model, SIZE, tmp_path, base_fp)
+
+    assert (tmp_path / WEIGHTS_FILE).exists()
+    assert (tmp_path / NORMS_FILE).exists() == train_norms
+    meta = read_adapter_metadata(tmp_path)
+    assert meta["base_fingerprint"] == base_fp and meta["gan_size"] == SIZE
+
+    loaded = load_adapter(build_generator(SIZE, seed=0), tmp_path, base_fp)
+    x = _images(batch=3)
+    assert torch.equal(loaded(x), model(x))
+    # loaded adapters are ready for fine-tuning: the same trainable set as add_lora's
+    assert [n for n, p in loaded.named_parameters() if p.requires_grad] == [
+        n for n, p in model.named_parameters() if p.requires_grad
+    ]
+
+
+def test_adapter_config_is_a_real_peft_config(tmp_path):
+    model = _lora_model(rank=2, alpha=8.0)
+    save_adapter(model, SIZE, tmp_path, "f" * 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft notes the extra "wgen" entry and skips it
+        config = LoraConfig.from_pretrained(str(tmp_path))
+    assert config.r == 2 and config.lora_alpha == 8.0
+    assert set(config.target_modules) == set(GAN_SIZES[SIZE].default_lora_targets)
+    assert "wgen" in json.loads((tmp_path / CONFIG_FILE).read_text())
+
+
+def test_adapter_for_another_base_is_refused(tmp_path):
+    model = _lora_model(seed=0)
+    save_adapter(model, SIZE, tmp_path, fingerprint(build_generator(SIZE, seed=0), SIZE))
+    other = build_generator(SIZE, seed=1)
+    other_fp = fingerprint(other, SIZE)
+    saved_fp = read_adapter_metadata(tmp_path)["base_fingerprint"]
+    with pytest.raises(ValueError, match=f"{saved_fp}.*{other_fp}"):
+        load_adapter(other, tmp_path, other_fp)

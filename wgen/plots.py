@@ -1,0 +1,71 @@
+"""Figures a person would rather look at than read: pair grids and training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; these machines have no screen
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def image_grid(
+    rows: list[tuple[str, list[np.ndarray]]],
+    path: Path,
+    column_titles: list[str] | None = None,
+    scale: float = 1.3,
+) -> Path:
+    """One row per (label, images): the label on the left, the uint8 images beside it."""
+    n_cols = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(scale * n_cols + 3.5, scale * len(rows)), squeeze=False
+    )
+    for r, (label, images) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                ax.imshow(images[c], interpolation="nearest")
+            if r == 0 and column_titles and c < len(column_titles):
+                ax.set_title(column_titles[c], fontsize=8)
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8, wrap=True)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def convergence_plot(curves: list[dict[str, Any]], path: Path, metric: str = "l1") -> Path:
+    """Validation metric over steps per concept, with the convergence point and the K
+    checkpoints marked. ``curves``: {"label", "history", "converged_step", "checkpoint_steps"}."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for curve in curves:
+        steps = [h["step"] for h in curve["history"]]
+        values = [h[metric] for h in curve["history"]]
+        (line,) = ax.plot(steps, values, label=curve["label"], lw=1.5)
+        by_step = dict(zip(steps, values, strict=True))
+        if curve.get("converged_step") is not None:
+            s = curve["converged_step"]
+            ax.plot([s], [by_step[s]], "o", color=line.get_color(), ms=8, mfc="none", mew=2)
+        ks = [s for s in curve.get("checkpoint_steps", []) if s in by_step]
+        ax.plot(ks, [by_step[s] for s in ks], "*", color=line.get_color(), ms=9)
+    ax.plot([], [], "ko", mfc="none", mew=2, label="converged")
+    ax.plot([], [], "k*", label="K checkpoints")
+    ax.set_xlabel("LoRA training step")
+    ax.set_ylabel(f"validation {metric} (held-back pairs)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

