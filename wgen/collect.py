@@ -214,7 +214,10 @@ def run_collect(config: Config, out: Path, force: bool = False) -> dict[str, Any
         dataset = (
             ray.data.read_parquet(str(out / PAIRS_DIR), file_extensions=["parquet"])
             .filter(expr=col("concept_id").is_in(todo))
-            .groupby("concept_id", num_partitions=len(todo))
+            # One block per concept before the sort, so the sort hands the actor pool as
+            # many blocks as there are concepts and every actor gets work.
+            .repartition(len(todo))
+            .groupby("concept_id")
             .map_groups(
                 ConceptTrainer,
                 fn_constructor_kwargs={"config": config.to_dict(), "out": str(out)},

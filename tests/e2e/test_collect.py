@@ -24,7 +24,7 @@ from wgen.weightstore import WeightStore, checkpoint_state
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 
 # Longer per-concept training than the tiny preset, so a kill lands mid-training.
-SLOW = ["collect.max_steps=600", "collect.patience=40", "collect.max_concepts=4"]
+SLOW = ["collect.max_steps=300", "collect.patience=30", "collect.max_concepts=4"]
 
 
 @pytest.fixture(scope="module")
