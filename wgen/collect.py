@@ -230,11 +230,15 @@ def run_collect(config: Config, out: Path, force: bool = False) -> dict[str, Any
         with tqdm(
             total=len(todo), desc="concepts", unit="concept", disable=not sys.stderr.isatty()
         ) as bar:
-            for row in dataset.iter_rows():
+            for done, row in enumerate(dataset.iter_rows(), start=1):
                 bar.set_postfix_str(f"{row['concept_id']} {row['status']}")
                 bar.update(1)
-                if not sys.stderr.isatty():
-                    print0(f"collect: {row['concept_id']} {row['status']} ({row['seconds']:.1f} s)")
+                if bar.disable:  # a log file gets one line per concept, with the ETA
+                    eta = (time.perf_counter() - start) / done * (len(todo) - done)
+                    print0(
+                        f"collect: {done}/{len(todo)} {row['concept_id']} {row['status']} "
+                        f"({row['seconds']:.1f} s), ETA {eta / 60:.1f} min"
+                    )
     seconds = time.perf_counter() - start
     summary = summarize(store, selected, seconds, config)
     write_json(store.folder / SUCCESS_FILE, summary)

@@ -12,6 +12,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write as PNG (creating the folder) and free the figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def image_grid(
     rows: list[tuple[str, list[np.ndarray]]],
     path: Path,
@@ -35,12 +45,7 @@ def image_grid(
             if r == 0 and column_titles and c < len(column_titles):
                 ax.set_title(column_titles[c], fontsize=8)
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8, wrap=True)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def convergence_plot(curves: list[dict[str, Any]], path: Path, metric: str = "l1") -> Path:
@@ -63,9 +68,4 @@ def convergence_plot(curves: list[dict[str, Any]], path: Path, metric: str = "l1
     ax.set_ylabel(f"validation {metric} (held-back pairs)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -48,10 +48,16 @@ def selected(out: Path, config) -> list[str]:
     return select_concepts(concepts, config.collect.max_concepts)
 
 
-def test_collect_writes_k_checkpoints_per_concept_and_resumes(pairs_run, tmp_path):
-    out = fresh_run(pairs_run, tmp_path)
+@pytest.fixture(scope="module")
+def collected(pairs_run, tmp_path_factory) -> tuple[Path, dict]:
+    """One finished tiny collection shared by the tests that only read it."""
+    out = fresh_run(pairs_run, tmp_path_factory.mktemp("collected"))
+    return out, run_collect(load_config("tiny"), out)
+
+
+def test_collect_writes_k_checkpoints_per_concept_and_resumes(collected):
+    out, summary = collected
     config = load_config("tiny")
-    summary = run_collect(config, out)
     store = WeightStore(out)
     ids = selected(out, config)
     assert summary["selected"] == len(ids) == 4
@@ -81,10 +87,9 @@ def test_collect_writes_k_checkpoints_per_concept_and_resumes(pairs_run, tmp_pat
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
-def test_weights_refuse_a_base_with_another_fingerprint(pairs_run, tmp_path):
-    out = fresh_run(pairs_run, tmp_path)
-    config = load_config("tiny", ["collect.max_concepts=2"])
-    run_collect(config, out)
+def test_weights_refuse_a_base_with_another_fingerprint(collected):
+    out, _ = collected
+    config = load_config("tiny")
     store = WeightStore(out)
     other = fingerprint(build_generator(config.gan.size, seed=123), config.gan.size)
     with pytest.raises(WeightFormatError, match=other):
