@@ -173,8 +173,14 @@ class ConceptTrainer:
             return status
 
 
-def run_collect(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
-    """Make ``<out>/base/`` and ``<out>/weights/``, resuming any earlier partial run."""
+def run_collect(
+    config: Config, out: Path, force: bool = False, retry: bool = False
+) -> dict[str, Any]:
+    """Make ``<out>/base/`` and ``<out>/weights/``, resuming any earlier partial run.
+
+    ``retry`` trains again the concepts an earlier run recorded as not converged or failed
+    (e.g. after raising ``collect.max_steps``); converged concepts are always kept.
+    """
     import ray
     from ray.data.expressions import col
     from tqdm import tqdm
@@ -198,6 +204,9 @@ def run_collect(config: Config, out: Path, force: bool = False) -> dict[str, Any
         f"{counts['lora']:,} LoRA + {counts['norms']:,} norm = {counts['lora'] + counts['norms']:,}"
     )
 
+    if retry:
+        for concept_id in store.unfinished_attempts():
+            store.forget(concept_id)
     concepts = read_pairs(out, columns=["concept_id", "split"]).drop_duplicates()
     selected = select_concepts(concepts, config.collect.max_concepts)
     todo = sorted(set(selected) - store.finished())

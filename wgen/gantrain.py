@@ -184,7 +184,9 @@ def train_until_converged(
     """Train, evaluating every `eval_every` steps, until `metric` stops improving; then take
     `k_checkpoints` snapshots `checkpoint_every` steps apart (the paper's K post-convergence
     checkpoints). Step 0 is evaluated too, so every curve starts at the initialisation."""
-    monitor = ConvergenceMonitor(collect.patience, collect.tolerance, collect.smooth)
+    monitor = ConvergenceMonitor(
+        collect.patience, collect.tolerance, collect.smooth, collect.min_delta
+    )
     history: list[dict[str, float]] = []
     checkpoints: list[dict[str, Any]] = []
     start = time.perf_counter()

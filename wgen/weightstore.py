@@ -99,6 +99,18 @@ class WeightStore:
     def record_status(self, concept_id: str, status: dict[str, Any]) -> None:
         write_json(self.status_dir / f"{concept_id}.json", status)
 
+    def unfinished_attempts(self) -> list[str]:
+        """Concepts recorded with any status but "converged" (not converged, NaN, failed)."""
+        return [c for c, s in self.statuses().items() if s["status"] != "converged"]
+
+    def forget(self, concept_id: str) -> None:
+        """Drop a concept's status and attempt count, so the next run trains it afresh."""
+        for path in (
+            self.status_dir / f"{concept_id}.json",
+            self.attempts_dir / f"{concept_id}.json",
+        ):
+            path.unlink(missing_ok=True)
+
     def begin_attempt(self, concept_id: str) -> int:
         """Count one more attempt at a concept; returns the attempt number (1 = first).
 

@@ -33,3 +33,12 @@ def test_smoothing_ignores_a_single_lucky_evaluation():
 def test_invalid_settings_are_rejected(kwargs):
     with pytest.raises(ValueError, match="convergence needs"):
         ConvergenceMonitor(**kwargs)
+
+
+def test_tiny_absolute_gains_on_a_near_zero_metric_do_not_count():
+    # An easy concept hovering near zero: 2% relative gains, but only 5e-5 absolute.
+    values = [0.0030 * 0.98**i for i in range(10)]
+    relative_only = ConvergenceMonitor(patience=3, tolerance=0.01)
+    assert not any(relative_only.update(v) for v in values)
+    with_floor = ConvergenceMonitor(patience=3, tolerance=0.01, min_delta=5e-4)
+    assert any(with_floor.update(v) for v in values)
