@@ -64,6 +64,8 @@ def convergence_plot(curves: list[dict[str, Any]], path: Path, metric: str = "l1
         ax.plot(ks, [by_step[s] for s in ks], "*", color=line.get_color(), ms=9)
     ax.plot([], [], "ko", mfc="none", mew=2, label="converged")
     ax.plot([], [], "k*", label="K checkpoints")
+    if metric in ("l1", "fd"):
+        ax.set_yscale("log")  # concepts differ in difficulty by orders of magnitude
     ax.set_xlabel("LoRA training step")
     ax.set_ylabel(f"validation {metric} (held-back pairs)")
     ax.grid(alpha=0.3)
