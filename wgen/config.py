@@ -93,6 +93,7 @@ class CollectConfig:
     eval_pairs: int = 8  # pairs of each concept held back for evaluation (never trained on)
     patience: int = 4  # evaluations without relative improvement above `tolerance` = converged
     tolerance: float = 0.01  # relative improvement of the smoothed metric that still counts
+    min_delta: float = 5e-4  # smallest absolute improvement of the metric that counts (L1 on [0,1]: ~0.13 grey levels)
     smooth: int = 3  # evaluations averaged before comparing (GAN metrics swing 10-20%)
     max_steps: int = 1500  # budget per concept before it is recorded as not converged
     k_checkpoints: int = 4  # K checkpoints saved after convergence
@@ -149,6 +150,9 @@ class GenerateConfig:
     single_step_t: int = 500  # noise-biased timestep for the single step (of train_timesteps)
     guidance: float = 0.0  # classifier-free guidance weight w (0 = conditional only)
     seed: int = 0  # noise seed
+    threads: int = (
+        1  # torch threads for generation (1: measured 30x faster than 2 on a busy 2-core CPU)
+    )
 
 
 @dataclass
