@@ -92,13 +92,17 @@ def collect(
     set_: SetOption = None,
     out: OutOption = Path("runs/demo"),
     force: ForceOption = False,
+    retry: Annotated[
+        bool,
+        typer.Option("--retry", help="train again concepts recorded as not converged or failed"),
+    ] = False,
 ) -> None:
     """Train the base GAN, then every concept's LoRA on a Ray actor pool; write <out>/weights/."""
     from wgen.collect import run_collect
 
     config = resolve_config(preset, set_, out, "collect")
     try:
-        run_collect(config, out, force=force)
+        run_collect(config, out, force=force, retry=retry)
     except (ValueError, FileNotFoundError) as err:
         fail(str(err))
 
