@@ -69,12 +69,16 @@ def main() -> None:
     ids = select_concepts(concepts, args.concepts)
     init_ray()
     results = {}
+    inside = {}  # seconds spent inside per-concept training, summed (same machine load as the wall time)
     for actors in (1, 2):
         run = scratch_run(args.out, f"ray_{actors}")
         config = load_config(args.preset, [*overrides, f"collect.actors={actors}"])
         start = time.perf_counter()
         run_collect(config, run)
         results[f"ray_{actors}_actors"] = time.perf_counter() - start
+        inside[f"ray_{actors}_actors"] = sum(
+            s["seconds"] for s in WeightStore(run).statuses().values()
+        )
     results["plain_loop"] = plain_loop(
         load_config(args.preset, overrides), args.out, scratch_run(args.out, "plain"), ids
     )
@@ -82,6 +86,13 @@ def main() -> None:
     print(f"\n{len(ids)} concepts, preset {args.preset}, {os.cpu_count()} cores")
     for name, seconds in results.items():
         print(f"{name:14s} {seconds:8.1f} s  {len(ids) / seconds * 3600:8.1f} concepts/hour")
+    # The plain loop runs at another time than the Ray runs, so on a shared machine its
+    # ratio mixes overhead with load changes; the in-run figure below does not.
+    in_run = results["ray_1_actors"] / inside["ray_1_actors"] - 1
+    print(
+        f"Ray pipeline overhead inside the 1-actor run (wall vs summed training time): "
+        f"{in_run:+.1%} ({results['ray_1_actors'] - inside['ray_1_actors']:.1f} s, mostly start-up)"
+    )
     overhead = results["ray_1_actors"] / results["plain_loop"] - 1
     speedup = results["ray_1_actors"] / results["ray_2_actors"]
     print(
