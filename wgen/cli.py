@@ -108,6 +108,53 @@ def collect(
 
 
 @app.command()
+def train(
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+    out: OutOption = Path("runs/demo"),
+    force: ForceOption = False,
+) -> None:
+    """Fit the weight generator on <out>/weights with Ray Train; write <out>/generator/."""
+    from wgen.train import run_train
+
+    config = resolve_config(preset, set_, out, "train")
+    try:
+        run_train(config, out, force=force)
+    except (ValueError, FileNotFoundError) as err:
+        fail(str(err))
+
+
+@app.command()
+def generate(
+    generator: Annotated[
+        Path, typer.Option("--generator", help="generator folder (<run>/generator from wgen train)")
+    ],
+    concept: Annotated[str, typer.Option("--concept", help="the new concept, in words")],
+    out: Annotated[Path, typer.Option("--out", help="adapter folder to write (peft format)")],
+    steps: Annotated[
+        int | None,
+        typer.Option("--steps", help="1 = the paper's single direct step; N > 1 = N DDIM steps"),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="noise seed")] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base", help="base GAN folder the adapter is for (checked: same fingerprint)"
+        ),
+    ] = None,
+) -> None:
+    """Generate a LoRA for a new concept and write it as a peft adapter; prints the time."""
+    from wgen.generate import run_generate
+
+    if steps is not None and steps < 1:
+        fail(f"--steps must be at least 1, got {steps}")
+    try:
+        run_generate(generator, concept, out, steps=steps, seed=seed, base_dir=base)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        fail(str(err))
+
+
+@app.command()
 def demo(
     out: OutOption = Path("runs/demo"),
     preset: PresetOption = "demo",

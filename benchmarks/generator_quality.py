@@ -1,0 +1,216 @@
+"""Quality of the GAN with generated LoRA, before any fine-tuning, against simple baselines.
+
+For every validation concept of a run folder with a trained generator (``wgen train``), the
+base GAN is loaded with LoRA from each method and scored on the concept's held-back pairs
+(`wgen.gantrain.Evaluator`: paired L1 on [0, 1], PSNR, Fréchet distance; lower L1 / FD and
+higher PSNR are better):
+
+    identity   the source image unchanged (reference: what "no edit" scores)
+    lora-zero  LoRA at peft's standard init (B = 0): the base GAN itself
+    mean       the mean of all training checkpoints' flat vectors
+    nearest    the last checkpoint of the training concept nearest by text embedding
+    wgen-1     the generator, one direct step (mean over --seeds)
+    wgen-ddim  the generator, --ddim-steps DDIM steps (mean over --seeds)
+    own        the concept's own collected LoRA (validation concepts were collected too):
+               the ceiling, which no method sees
+
+It also reports where the generated vectors lie (cosine of wgen − mean with own − mean, for
+LoRA matrices and norm parameters apart: does the generator move from the mean towards the
+concept?) and the latency of generating all N blocks of one concept (median of --repeats,
+1 torch thread): denoising + un-chunking alone, and with the text embedding.
+
+    .venv/bin/python benchmarks/generator_quality.py --out runs/demo --json /tmp/quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from wgen.blockdata import row_vectors
+from wgen.metrics import build_feature_extractor
+from wgen.quality import METRICS, concept_evals, mean_metrics, score_lora
+from wgen.textcache import cached_embeddings
+from wgen.train import GENERATOR_DIR
+from wgen.weightformat import flatten, unflatten
+from wgen.weightgen import WeightGenerator
+from wgen.weightstore import WeightStore, checkpoint_state
+
+
+def flat_rows(frame: pd.DataFrame, n_groups: int) -> np.ndarray:
+    """(R, total) float32: every checkpoint row's groups concatenated."""
+    return np.stack([np.concatenate(vectors) for vectors in row_vectors(frame, n_groups)])
+
+
+def split_flat(vector: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
+    return [part.copy() for part in np.split(vector, np.cumsum(lengths)[:-1])]
+
+
+def flat_state(state: dict[str, torch.Tensor], manifest) -> np.ndarray:
+    return np.concatenate(flatten(state, manifest))
+
+
+def lora_mask(manifest) -> np.ndarray:
+    """True on the values of LoRA A/B matrices, False on norm parameters."""
+    return np.concatenate(
+        [np.full(e.numel, ".lora_" in e.key) for g in manifest.groups for e in g.entries]
+    )
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def latency(fn, repeats: int) -> float:
+    fn()  # warm-up: first-call allocations
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="run folder with generator/")
+    parser.add_argument("--seeds", default="0,1,2", help="generation seeds to average over")
+    parser.add_argument("--ddim-steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=20, help="latency repeats (median)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+
+    generator = WeightGenerator.load(args.out / GENERATOR_DIR)
+    config, manifest, base = generator.config, generator.manifest, generator.base
+    store = WeightStore(args.out)
+    generator.check_base(store.manifest().fingerprint)
+    frame = store.read()
+    train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
+    n_groups = len(manifest.groups)
+
+    train_flat = flat_rows(train, n_groups)
+    mean_state = unflatten(split_flat(train_flat.mean(axis=0), manifest.group_lengths), manifest)
+    last = train.sort_values("checkpoint").groupby("concept_id").tail(1).set_index("concept_id")
+    texts = dict(zip(frame["concept_id"], frame["concept_text"], strict=False))
+    embedded = cached_embeddings(
+        args.out, generator.text_encoder, list(dict.fromkeys(texts.values()))
+    )
+    train_ids = sorted(last.index)
+    train_matrix = np.stack([embedded[texts[c]] for c in train_ids])
+
+    extractor = build_feature_extractor(config.collect.feature_extractor)
+    evals = concept_evals(args.out, sorted(val["concept_id"].unique()), config, extractor)
+    mask = lora_mask(manifest)
+    mean_flat = train_flat.mean(axis=0)
+    rows, geometry = [], []
+    for e in evals:
+        embedding = embedded[e.text]
+        similarity = train_matrix @ embedding
+        nearest_id = train_ids[int(np.argmax(similarity))]
+        own_row = val[val["concept_id"] == e.concept_id].sort_values("checkpoint").iloc[-1]
+        states = {
+            "lora-zero": None,
+            "mean": mean_state,
+            "nearest": checkpoint_state(last.loc[nearest_id], manifest, base.fingerprint),
+            "own": checkpoint_state(own_row, manifest, base.fingerprint),
+        }
+        scores = {"identity": e.evaluate(nn.Identity())}
+        scores.update({m: score_lora(base, config, s, e.evaluate) for m, s in states.items()})
+        own_delta = flat_state(states["own"], manifest) - mean_flat
+        for name, steps in (("wgen-1", 1), (f"wgen-ddim{args.ddim_steps}", args.ddim_steps)):
+            generated = [
+                generator.generate_from_embedding(embedding, steps, seed) for seed in seeds
+            ]
+            scores[name] = mean_metrics(
+                [score_lora(base, config, g, e.evaluate) for g in generated]
+            )
+            delta = np.mean([flat_state(g, manifest) for g in generated], axis=0) - mean_flat
+            geometry.append(
+                {
+                    "concept_id": e.concept_id,
+                    "method": name,
+                    "cos_lora": cosine(delta[mask], own_delta[mask]),
+                    "cos_norms": cosine(delta[~mask], own_delta[~mask]),
+                    "norm_ratio": float(np.linalg.norm(delta) / np.linalg.norm(own_delta)),
+                }
+            )
+        for method, metrics in scores.items():
+            rows.append({"concept_id": e.concept_id, "text": e.text, "method": method, **metrics})
+        print(
+            f"{e.concept_id} {e.text!r}: nearest training concept {nearest_id} {texts[nearest_id]!r} (cos {similarity.max():.2f})"
+        )
+
+    table = pd.DataFrame(rows)
+    order = list(dict.fromkeys(table["method"]))
+    summary = table.groupby("method")[list(METRICS)].mean().loc[order]
+    l1 = table.pivot(index="concept_id", columns="method", values="l1")[order]
+    wins = {
+        f"wgen-1 beats {m}": int((l1["wgen-1"] < l1[m]).sum())
+        for m in ("lora-zero", "mean", "nearest")
+    }
+    pd.set_option("display.width", 200)
+    print(
+        f"\nGAN quality with each LoRA, mean over {len(evals)} validation concepts (before fine-tuning):"
+    )
+    print(summary.round(4).to_string())
+    print("\nL1 per concept:")
+    print(l1.round(4).to_string())
+    print(f"\nwgen-1 has the lower L1 on: {wins} (of {len(evals)})")
+    geo = pd.DataFrame(geometry).groupby("method")[["cos_lora", "cos_norms", "norm_ratio"]].mean()
+    print("\nGenerated minus mean vs own minus mean (cosine; 1 = straight towards the concept):")
+    print(geo.round(3).to_string())
+
+    embedding = embedded[evals[0].text]
+    text = evals[0].text
+    generator.encoder  # noqa: B018 - load τ before timing
+    timings = {
+        f"denoise_{steps}_ms": 1000
+        * latency(lambda s=steps: generator.generate_from_embedding(embedding, s), args.repeats)
+        for steps in (1, args.ddim_steps)
+    }
+    timings.update(
+        {
+            f"text_to_lora_{steps}_ms": 1000
+            * latency(lambda s=steps: generator.generate(text, s), args.repeats)
+            for steps in (1, args.ddim_steps)
+        }
+    )
+    print(
+        f"\nLatency, all {generator.layout.n_blocks} blocks of b={generator.layout.block_size} of one "
+        f"concept, 1 thread, median of {args.repeats}: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "run": str(args.out),
+                    "generator_epoch": generator.info.get("epoch"),
+                    "seeds": seeds,
+                    "summary": summary.reset_index().to_dict(orient="records"),
+                    "per_concept": rows,
+                    "wins": wins,
+                    "geometry": geometry,
+                    "latency": timings,
+                    "n_blocks": generator.layout.n_blocks,
+                    "feature_extractor": extractor.name,
+                },
+                indent=2,
+            )
+        )
+        print(f"→ {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The train stage on the tiny preset, on the shared local Ray: the generator it writes,
+resuming a re-submitted run, a worker killed mid-training, and `wgen generate`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from wgen.cli import app
+from wgen.collect import collect_one, concept_pairs, ensure_base, select_concepts, weight_manifest
+from wgen.config import load_config
+from wgen.gantrain import BASE_DIR, BaseGAN
+from wgen.lora import load_adapter, trainable_state_dict
+from wgen.metrics import build_feature_extractor
+from wgen.models.gan import build_discriminator, build_generator, fingerprint
+from wgen.pairs import read_pairs, run_pairs
+from wgen.train import (
+    GENERATOR_DIR,
+    PROGRESS_DIR,
+    fit_generator,
+    read_progress,
+    run_name,
+    run_train,
+)
+from wgen.weightgen import WeightGenerator
+from wgen.weightstore import WeightStore
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
+
+# Six concepts (4 train, 2 val) with enough steps that all of them converge and are stored.
+COLLECT = ["collect.max_concepts=6", "collect.max_steps=200"]
+
+
+def tiny(*overrides: str):
+    return load_config("tiny", COLLECT + list(overrides))
+
+
+def collect_without_ray(config, out: Path) -> None:
+    """The weight dataset from collection's pure per-concept function (the actor pool is
+    tested in test_collect.py; here it would only add start-up time)."""
+    torch.set_num_threads(1)
+    base = ensure_base(config, out)
+    store = WeightStore(out)
+    store.save_manifest(weight_manifest(base, config))
+    concepts = read_pairs(out, columns=["concept_id", "split"]).drop_duplicates()
+    ids = select_concepts(concepts, config.collect.max_concepts)
+    extractor = build_feature_extractor(config.collect.feature_extractor)
+    for pairs in concept_pairs(read_pairs(out, ids), config):
+        collect_one(config, base, extractor, store, pairs)
+
+
+@pytest.fixture(scope="module")
+def weights_run(ray_local, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train_run")
+    run_pairs(tiny(), out)
+    collect_without_ray(tiny(), out)
+    splits = WeightStore(out).read(with_vectors=False).groupby("split")["concept_id"].nunique()
+    assert splits.get("train", 0) >= 2 and splits.get("val", 0) >= 1, splits
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(weights_run) -> Path:
+    """Two epochs of the tiny preset; the generator is exported to <out>/generator."""
+    run_train(tiny("train.epochs=2"), weights_run)
+    return weights_run
+
+
+def progress_dir(out: Path, config) -> Path:
+    return out / "ray_results" / run_name(config) / PROGRESS_DIR
+
+
+def test_train_exports_a_generator_that_rebuilds_itself(trained):
+    folder = trained / GENERATOR_DIR
+    generator = WeightGenerator.load(folder)
+    assert generator.info["epoch"] == 2
+    metrics = generator.info["metrics"]
+    for key in ("train_loss", "val_loss", "quality_l1", "quality_psnr", "blocks_per_s"):
+        assert key in metrics and metrics[key] == metrics[key], key  # present and not NaN
+    base = BaseGAN.load(trained / BASE_DIR)
+    generator.check_base(base.fingerprint)
+    generator.check_base(WeightStore(trained).manifest().fingerprint)
+    run_dir = trained / "ray_results" / run_name(tiny())
+    checkpoints = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
+    assert checkpoints and (checkpoints[-1] / "optimizer.safetensors").exists()
+    assert (trained / "weights" / "text" / "minilm.parquet").exists(), "embeddings are cached"
+
+
+def test_a_rerun_resumes_from_the_latest_checkpoint_and_a_finished_run_is_skipped(trained):
+    config = tiny("train.epochs=3")
+    run_train(config, trained)
+    starts = [e for e in read_progress(progress_dir(trained, config)) if e["event"] == "start"]
+    assert starts[-1]["resumed_epoch"] == 2, "the second job continued from epoch 2"
+    generator = WeightGenerator.load(trained / GENERATOR_DIR)
+    history = generator.info["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"], "the loss went down"
+
+    info_file = trained / GENERATOR_DIR / "generator.json"
+    mtime = info_file.stat().st_mtime_ns
+    started = time.perf_counter()
+    run_train(config, trained)  # complete: nothing to do
+    assert info_file.stat().st_mtime_ns == mtime and time.perf_counter() - started < 5
+
+
+def registered_epoch(run_dir: Path) -> int:
+    """The epoch of the latest checkpoint Ray Train's controller has registered (its run
+    snapshot): a worker killed before the controller polled its last report would, rightly,
+    resume from the one before."""
+    path = run_dir / "checkpoint_manager_snapshot.json"
+    if not path.exists():
+        return 0
+    latest = json.loads(path.read_text()).get("latest_checkpoint_result") or {}
+    return int(latest.get("metrics", {}).get("epoch", 0))
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint(weights_run, tmp_path):
+    config = tiny("train.epochs=4")
+    storage, name = tmp_path / "ray_results", "kill-test"
+    progress = storage / name / PROGRESS_DIR
+    results, errors = [], []
+
+    def fit() -> None:
+        try:
+            results.append(fit_generator(config, weights_run, name=name, storage_path=storage))
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    thread = threading.Thread(target=fit)
+    thread.start()
+    victim, deadline = None, time.time() + 240
+    while victim is None and time.time() < deadline and thread.is_alive():
+        epochs = [e for e in read_progress(progress) if e["event"] == "epoch"]
+        if epochs and registered_epoch(storage / name) >= 1:
+            victim = epochs[0]["pid"]
+        time.sleep(0.05)
+    assert victim is not None, f"no epoch was checkpointed: {errors}"
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and not errors, errors
+
+    events = read_progress(progress)
+    starts = [e for e in events if e["event"] == "start"]
+    assert len(starts) == 2 and starts[1]["pid"] != victim
+    assert starts[1]["resumed_epoch"] >= 1, "the new worker resumed from a checkpoint, not epoch 0"
+    after = [e["epoch"] for e in events if e["event"] == "epoch" and e["pid"] == starts[1]["pid"]]
+    assert after == list(range(starts[1]["resumed_epoch"] + 1, 5))
+    assert results[0].metrics["epoch"] == 4
+
+
+def test_cli_generate_writes_an_adapter_that_loads_into_the_base(trained, tmp_path):
+    adapter = tmp_path / "adapter"
+    result = CliRunner().invoke(
+        app,
+        ["generate", "--generator", str(trained / GENERATOR_DIR), "--concept",
+         "a strong sepia tone with a soft vignette", "--out", str(adapter), "--steps", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert " ms (2 DDIM steps" in result.output
+    base = BaseGAN.load(trained / BASE_DIR)
+    model = load_adapter(base.build_generator(), adapter, base.fingerprint)
+    assert any(v.abs().sum() > 0 for k, v in trainable_state_dict(model).items() if "lora_B" in k)
+
+
+def _generate(*args: str):
+    return CliRunner().invoke(app, ["generate", *args])
+
+
+def test_cli_generate_errors_are_clear(trained, tmp_path):
+    generator = str(trained / GENERATOR_DIR)
+    out = str(tmp_path / "adapter")
+
+    empty = _generate("--generator", generator, "--concept", "   ", "--out", out)
+    assert empty.exit_code == 2 and "concept text is empty" in empty.output
+
+    other_generator = build_generator("tiny", seed=123)
+    other = BaseGAN(
+        "tiny",
+        other_generator.state_dict(),
+        build_discriminator("tiny", seed=124).state_dict(),
+        fingerprint(other_generator, "tiny"),
+    )
+    other.save(tmp_path / "other_base")
+    wrong = _generate(
+        "--generator", generator, "--concept", "sepia", "--out", out,
+        "--base", str(tmp_path / "other_base"),
+    )  # fmt: skip
+    assert wrong.exit_code == 2
+    assert other.fingerprint in wrong.output
+    assert WeightGenerator.load(trained / GENERATOR_DIR).fingerprint in wrong.output
+
+    broken = tmp_path / "broken"
+    shutil.copytree(trained / GENERATOR_DIR, broken)
+    (broken / "block_stats.safetensors").unlink()
+    missing = _generate("--generator", str(broken), "--concept", "sepia", "--out", out)
+    assert missing.exit_code == 2 and "missing ['block_stats.safetensors']" in missing.output
+
+    steps = _generate("--generator", generator, "--concept", "sepia", "--out", out, "--steps", "0")
+    assert steps.exit_code == 2 and "--steps" in steps.output
+    assert not (tmp_path / "adapter").exists(), "no error wrote an adapter"

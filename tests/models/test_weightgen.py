@@ -1,0 +1,150 @@
+"""The weight generator on tiny models: generation, its folder round trip, clear errors."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from wgen.blocks import BlockLayout, BlockStats, rows_to_blocks
+from wgen.collect import weight_manifest
+from wgen.config import load_config
+from wgen.gantrain import BaseGAN, lora_generator
+from wgen.lora import load_adapter, trainable_state_dict
+from wgen.models.denoiser import build_denoiser
+from wgen.models.gan import build_discriminator, build_generator, fingerprint
+from wgen.weightformat import WeightFormatError, flatten
+from wgen.weightgen import GeneratorFolderError, WeightGenerator
+
+TEXT_DIM = 384  # MiniLM's width: write_adapter embeds with the real packaged encoder
+
+
+def tiny_base(seed: int = 0) -> BaseGAN:
+    generator = build_generator("tiny", seed=seed)
+    return BaseGAN(
+        size="tiny",
+        generator=generator.state_dict(),
+        discriminator=build_discriminator("tiny", seed=seed + 1).state_dict(),
+        fingerprint=fingerprint(generator, "tiny"),
+    )
+
+
+def tiny_generator(seed: int = 0) -> WeightGenerator:
+    """An untrained generator with real statistics: LoRA states at three standard inits."""
+    config = load_config("tiny")
+    base = tiny_base()
+    manifest = weight_manifest(base, config)
+    layout = BlockLayout.from_lengths(manifest.group_lengths, config.denoiser.block_size)
+    torch.manual_seed(seed)
+    rows = [flatten(trainable_state_dict(lora_generator(base, config)), manifest) for _ in range(3)]
+    stats = BlockStats.fit(*rows_to_blocks(rows, layout))
+    denoiser = build_denoiser(config.denoiser, TEXT_DIM)
+    return WeightGenerator(config, denoiser, stats, manifest, "minilm", TEXT_DIM, base)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, as generation runs (two threads on a busy 2-core CPU were 30x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def generator(one_thread) -> WeightGenerator:
+    return tiny_generator()
+
+
+def embedding(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(TEXT_DIM).astype(np.float32)
+
+
+def assert_same_state(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_one_batched_forward_per_step_covers_every_block(generator, steps):
+    batches = []
+    hook = generator.denoiser.register_forward_hook(
+        lambda m, args, out: batches.append(args[0].shape[0])
+    )
+    try:
+        state = generator.generate_from_embedding(embedding(), steps=steps)
+    finally:
+        hook.remove()
+    assert batches == [generator.layout.n_blocks] * steps
+    assert list(state) == generator.manifest.keys
+    generator.lora_model(state)  # the state fits the base GAN's LoRA layers
+
+
+def test_generation_is_deterministic_per_seed(generator):
+    first = generator.generate_from_embedding(embedding(), seed=3)
+    assert_same_state(first, generator.generate_from_embedding(embedding(), seed=3))
+    other = generator.generate_from_embedding(embedding(), seed=4)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_save_load_round_trip_generates_identically(generator, tmp_path):
+    generator.save(tmp_path / "gen")
+    loaded = WeightGenerator.load(tmp_path / "gen")
+    assert loaded.fingerprint == generator.fingerprint and loaded.text_dim == TEXT_DIM
+    for steps in (1, 3):
+        assert_same_state(
+            generator.generate_from_embedding(embedding(), steps=steps, seed=1),
+            loaded.generate_from_embedding(embedding(), steps=steps, seed=1),
+        )
+
+
+def test_a_folder_with_missing_files_names_them(generator, tmp_path):
+    folder = generator.save(tmp_path / "gen")
+    (folder / "denoiser.safetensors").unlink()
+    shutil.rmtree(folder / "base")
+    with pytest.raises(GeneratorFolderError) as err:
+        WeightGenerator.load(folder)
+    message = str(err.value)
+    assert "denoiser.safetensors" in message and "base/base.json" in message
+    assert "block_stats.safetensors" in message, "the message lists what the folder should hold"
+    with pytest.raises(GeneratorFolderError, match="no generator folder"):
+        WeightGenerator.load(tmp_path / "absent")
+
+
+def test_another_base_fingerprint_is_refused_naming_both(generator):
+    other = tiny_base(seed=123).fingerprint
+    with pytest.raises(WeightFormatError) as err:
+        generator.check_base(other)
+    assert other in str(err.value) and generator.fingerprint in str(err.value)
+    with pytest.raises(WeightFormatError):
+        WeightGenerator(
+            generator.config, generator.denoiser, generator.stats, generator.manifest,
+            "minilm", TEXT_DIM, tiny_base(seed=123),
+        )  # fmt: skip
+
+
+def test_statistics_of_another_block_size_are_refused(generator):
+    stats = BlockStats(generator.stats.mean[:-1], generator.stats.std[:-1])
+    with pytest.raises(ValueError, match="block statistics"):
+        WeightGenerator(
+            generator.config, generator.denoiser, stats, generator.manifest, "minilm",
+            TEXT_DIM, generator.base,
+        )  # fmt: skip
+
+
+def test_write_adapter_loads_into_the_base_with_peft(generator, tmp_path):
+    path, seconds = generator.write_adapter("strong sepia tone", tmp_path / "adapter", seed=2)
+    assert seconds > 0
+    model = load_adapter(generator.base.build_generator(), path, generator.fingerprint)
+    expected, _ = generator.generate("strong sepia tone", seed=2)
+    assert_same_state(trainable_state_dict(model), expected)
+    with pytest.raises(ValueError, match="empty"):
+        generator.write_adapter("  ", tmp_path / "adapter2")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError):
+        generator.write_adapter("sepia", tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").exists()

@@ -1,0 +1,513 @@
+"""Stage 4: fit the weight generator (the block denoiser) on Ray Train.
+
+Driver. `fit_generator(config, out)` reads the weight dataset's layout, training-split
+statistics and cached concept embeddings (`wgen.blockdata`), builds Ray Datasets of
+blocks for the train and validation splits, and runs a data-parallel `TorchTrainer`
+(Ray Train V2, the default in Ray 2.60). It is a plain function so that a Ray Tune trial
+can call it (V2's Train + Tune pattern) with its own run name and storage path.
+`run_train(config, out)` calls it and exports the final checkpoint to ``<out>/generator/``.
+
+Worker. `train_loop_per_worker` rebuilds the Config from the plain dict it receives, takes
+its shard of each dataset, wraps the denoiser with `prepare_model` (DDP for > 1 worker),
+and every epoch reports train loss, validation denoising loss and throughput; rank 0
+attaches a checkpoint (a whole generator folder, `wgen.weightgen`, plus the optimizer
+state) and, every `train.quality_every` epochs and at the last one, the b-independent
+quality score: the GAN loaded with generated LoRA, on the validation concepts' held-back
+pairs (`wgen.quality`).
+
+Resuming. A worker that dies is replaced by Ray Train (`FailureConfig.max_failures`) and the
+new worker group restarts the loop from the latest reported checkpoint
+(`ray.train.get_checkpoint()`): model, optimizer and epoch. A job submitted again with the
+same run folder uses the same run name (`run_name`: a digest of the settings that define
+the model, not of the epoch count or the number of workers) and storage path, and Ray Train
+V2 restores that run's latest checkpoint, so it continues instead of starting over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from wgen.blockdata import TRAIN, VAL, BlockData, block_datasets, load_block_data
+from wgen.collect import weight_manifest
+from wgen.config import Config, TrainConfig
+from wgen.diffusion import WeightDiffusion
+from wgen.gantrain import BASE_DIR, BaseGAN
+from wgen.metrics import build_feature_extractor
+from wgen.models.denoiser import Denoiser, build_denoiser
+from wgen.quality import concept_evals, mean_metrics, score_lora
+from wgen.runtime import atomic_dir, init_ray, print0, read_json, write_json
+from wgen.weightformat import WeightFormatError, check_compatible
+from wgen.weightgen import DENOISER_FILE, INFO_FILE, WeightGenerator
+from wgen.weightstore import WeightStore
+
+GENERATOR_DIR = "generator"  # <out>/generator: the exported final generator
+RAY_RESULTS_DIR = "ray_results"  # <out>/ray_results/<run name>: Ray Train's storage
+PROGRESS_DIR = "progress"  # <storage>/<run name>/progress/rank<r>.jsonl: who trained what
+OPTIMIZER_FILE = "optimizer.safetensors"
+OPTIMIZER_META_FILE = "optimizer.json"
+TRAIN_STATE_FILE = "train_state.json"
+CHECKPOINTS_KEPT = 2  # the latest is what a resume needs; one more in case it is incomplete
+
+
+# ---------------------------------------------------------------------------------------
+# Small pure helpers
+# ---------------------------------------------------------------------------------------
+
+
+def run_name(config: Config) -> str:
+    """The Ray Train run name: the same model settings give the same name, so a job
+    re-submitted on the same run folder resumes its run. Epochs, workers, learning rate
+    and evaluation cadence are left out: changing them continues the same model."""
+    model = {
+        "denoiser": dataclasses.asdict(config.denoiser),
+        "text_encoder": config.train.text_encoder,
+        "lora": dataclasses.asdict(config.lora),
+        "gan_size": config.gan.size,
+    }
+    digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:10]
+    return f"generator-{digest}"
+
+
+def per_worker_batch(train: TrainConfig) -> int:
+    """The global batch split over the workers; it must divide exactly (STYLE.md point 6)."""
+    if train.workers < 1:
+        raise ValueError(f"train.workers must be >= 1, got {train.workers}")
+    if train.batch_size % train.workers:
+        raise ValueError(
+            f"train.batch_size={train.batch_size} (global, in blocks) does not divide by "
+            f"train.workers={train.workers}; pick a multiple of {train.workers}"
+        )
+    return train.batch_size // train.workers
+
+
+def quality_due(epoch: int, train: TrainConfig) -> bool:
+    """Score GAN quality every `quality_every` epochs (0 = never early) and at the last one."""
+    return epoch == train.epochs or (train.quality_every > 0 and epoch % train.quality_every == 0)
+
+
+def torch_world_size() -> int:
+    """Workers in the process group; 1 outside Ray Train (or with no process group)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def all_reduce_sum(values: Iterable[float]) -> list[float]:
+    """Sum scalars over the Ray Train workers; one process (or no process group) is a no-op."""
+    tensor = torch.tensor(list(values), dtype=torch.float64)
+    if torch_world_size() > 1:
+        torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+# ---------------------------------------------------------------------------------------
+# Optimizer state in safetensors (no pickle, STYLE.md point 7)
+# ---------------------------------------------------------------------------------------
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Tensors of the state to safetensors (keys "<param index>.<name>"), the rest to JSON."""
+    state = optimizer.state_dict()
+    tensors = {
+        f"{index}.{name}": value.detach().cpu().contiguous()
+        for index, values in state["state"].items()
+        for name, value in values.items()
+    }
+    save_file(tensors, str(Path(folder) / OPTIMIZER_FILE))
+    write_json(Path(folder) / OPTIMIZER_META_FILE, {"param_groups": state["param_groups"]})
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Inverse of `save_optimizer`; torch moves the state to the parameters' device."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(str(Path(folder) / OPTIMIZER_FILE)).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    param_groups = read_json(Path(folder) / OPTIMIZER_META_FILE)["param_groups"]
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+# ---------------------------------------------------------------------------------------
+# The worker side
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint records besides the weights: epochs done and their metrics."""
+
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def restore(checkpoint, model: Denoiser) -> tuple[TrainState, Path | None]:
+    """Load the denoiser from a Ray Train checkpoint; returns its TrainState and a local
+    copy of the folder (for the optimizer, loaded once the model is on its device)."""
+    if checkpoint is None:
+        return TrainState(), None
+    local = Path(tempfile.mkdtemp(prefix="wgen-restore-"))
+    checkpoint.to_directory(str(local))
+    model.load_state_dict(load_file(str(local / DENOISER_FILE)))
+    return TrainState(**read_json(local / TRAIN_STATE_FILE)), local
+
+
+class ProgressLog:
+    """One JSON line per event (start, epoch) with the process id, per rank.
+
+    Why: after a failure, this is where an operator (and the fault-tolerance test) sees
+    which process trained which epoch and from which checkpoint a new worker resumed.
+    """
+
+    def __init__(self, folder: Path, rank: int) -> None:
+        self.path = Path(folder) / f"rank{rank}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, event: str, **values: Any) -> None:
+        record = {"event": event, "pid": os.getpid(), "time": time.time(), **values}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def read_progress(folder: Path, rank: int = 0) -> list[dict[str, Any]]:
+    path = Path(folder) / f"rank{rank}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    diffusion: WeightDiffusion,
+    shard,
+    embeddings: torch.Tensor,
+    batch_size: int,
+    shuffle_buffer: int,
+    seed: int,
+) -> dict[str, float]:
+    """One pass over this worker's shard; loss and throughput summed over all workers."""
+    model.train()
+    generator = torch.Generator().manual_seed(seed)
+    loss_sum, batches, blocks, waited = 0.0, 0, 0, 0.0
+    start = time.perf_counter()
+    batches_iter = iter(
+        shard.iter_torch_batches(
+            batch_size=batch_size,
+            local_shuffle_buffer_size=shuffle_buffer or None,
+            local_shuffle_seed=seed if shuffle_buffer else None,
+        )
+    )
+    while True:
+        wait_start = time.perf_counter()
+        batch = next(batches_iter, None)
+        waited += time.perf_counter() - wait_start
+        if batch is None:
+            break
+        x, mask = batch["x"][:, None, :], batch["mask"][:, None, :]
+        text = embeddings[batch["concept"].to(embeddings.device)]
+        loss = diffusion.training_loss(model, x, mask, batch["n"], text, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum, batches, blocks = loss_sum + loss.item(), batches + 1, blocks + x.shape[0]
+    seconds = time.perf_counter() - start
+    loss_sum, batches, blocks, waited_all = all_reduce_sum((loss_sum, batches, blocks, waited))
+    return {
+        "train_loss": loss_sum / max(batches, 1),
+        "blocks": int(blocks),
+        "epoch_s": seconds,
+        "blocks_per_s": blocks / seconds,
+        "data_wait_s": waited_all / max(1, torch_world_size()),
+    }
+
+
+@torch.no_grad()
+def validation_loss(
+    model: torch.nn.Module,
+    diffusion: WeightDiffusion,
+    shard,
+    embeddings: torch.Tensor,
+    batch_size: int,
+    seed: int,
+) -> float:
+    """The denoising loss on the validation concepts' blocks, averaged over real values.
+
+    The same seed every epoch draws the same t and ε for the same block order, so epochs
+    compare on equal terms.
+    """
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    total, count = 0.0, 0.0
+    for batch in shard.iter_torch_batches(batch_size=batch_size):
+        x, mask = batch["x"][:, None, :], batch["mask"][:, None, :]
+        text = embeddings[batch["concept"].to(embeddings.device)]
+        loss = diffusion.training_loss(
+            model, x, mask, batch["n"], text, cond_drop_prob=0.0, generator=generator
+        )
+        real = float(mask.sum())
+        total, count = total + loss.item() * real, count + real
+    total, count = all_reduce_sum((total, count))
+    return total / count if count else math.nan
+
+
+class QualityProbe:
+    """Rank 0's b-independent score: GAN quality with LoRA generated (1 step) for each
+    validation concept, on its held-back pairs; the mean over concepts is reported."""
+
+    def __init__(self, config: Config, out: Path, data: BlockData, base: BaseGAN) -> None:
+        extractor = build_feature_extractor(config.collect.feature_extractor)
+        val = data.concepts_of(VAL)
+        self.evals = concept_evals(out, list(val["concept_id"]), config, extractor)
+        index = data.concept_index
+        self.embeddings = [data.embeddings[index[e.concept_id]] for e in self.evals]
+        self.base, self.config = base, config
+
+    def __call__(self, generator: WeightGenerator) -> dict[str, float]:
+        if not self.evals:
+            return {}
+        scores = [
+            score_lora(
+                self.base, self.config, generator.generate_from_embedding(emb, steps=1), e.evaluate
+            )
+            for e, emb in zip(self.evals, self.embeddings, strict=True)
+        ]
+        return {f"quality_{k}": v for k, v in mean_metrics(scores).items()}
+
+
+def save_checkpoint(
+    folder: Path, generator: WeightGenerator, optimizer: torch.optim.Optimizer, state: TrainState
+) -> None:
+    """A generator folder that rebuilds itself, plus the optimizer and the epoch to resume."""
+    generator.save(folder)
+    save_optimizer(optimizer, folder)
+    write_json(folder / TRAIN_STATE_FILE, dataclasses.asdict(state))
+
+
+def _format_metrics(metrics: dict[str, float], epochs: int) -> str:
+    text = (
+        f"train: epoch {metrics['epoch']}/{epochs} loss {metrics['train_loss']:.4f} "
+        f"val {metrics['val_loss']:.4f} · {metrics['blocks_per_s']:,.0f} blocks/s"
+    )
+    if "quality_l1" in metrics:
+        text += f" · GAN with generated LoRA: l1 {metrics['quality_l1']:.4f}"
+    return text
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """The Ray Train worker: see the module docstring. ``loop_config`` holds plain values only."""
+    import ray.train
+    import ray.train.torch
+
+    config = Config.from_dict(loop_config["config"])
+    train = config.train
+    torch.set_num_threads(train.threads)
+    data = BlockData.from_dict(loop_config["data"])
+    rank = ray.train.get_context().get_world_rank()
+    out = Path(loop_config["out"])
+
+    torch.manual_seed(config.data.seed)  # every rank builds the same initial weights
+    model = build_denoiser(config.denoiser, data.text_dim)
+    if config.denoiser.cond_drop == 0.0:
+        # Never dropped, the null text gets no gradient, which DDP would wait for forever.
+        model.null_text.requires_grad_(False)
+    state, restored = restore(ray.train.get_checkpoint(), model)
+    progress = ProgressLog(Path(loop_config["progress_dir"]), rank)
+    progress.write("start", resumed_epoch=state.epoch)
+    parallel = ray.train.torch.prepare_model(model)  # DDP with > 1 worker; moves to device
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=train.lr,
+        weight_decay=train.weight_decay,
+    )
+    if restored is not None:
+        load_optimizer(optimizer, restored)
+        shutil.rmtree(restored, ignore_errors=True)
+
+    device = next(model.parameters()).device
+    embeddings = torch.tensor(data.embeddings, device=device)
+    diffusion = WeightDiffusion(config.denoiser)
+    batch = per_worker_batch(train)
+    base = BaseGAN.load(out / BASE_DIR) if rank == 0 else None
+    probe = QualityProbe(config, out, data, base) if rank == 0 else None
+    train_shard = ray.train.get_dataset_shard(TRAIN)
+    val_shard = ray.train.get_dataset_shard(VAL) if loop_config["has_val"] else None
+
+    for epoch in range(state.epoch + 1, train.epochs + 1):
+        seed = config.data.seed * 100_003 + epoch * 1_009 + rank
+        metrics: dict[str, float] = {"epoch": epoch}
+        metrics.update(
+            train_epoch(
+                parallel, optimizer, diffusion, train_shard, embeddings, batch,
+                train.shuffle_buffer, seed,
+            )
+        )  # fmt: skip
+        metrics["val_loss"] = (
+            validation_loss(model, diffusion, val_shard, embeddings, batch, config.data.seed + rank)
+            if val_shard is not None
+            else math.nan
+        )
+        state.epoch = epoch
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                generator = WeightGenerator(
+                    config, model, data.stats, data.manifest, data.text_encoder,
+                    data.text_dim, base, info={"run_name": loop_config["run_name"]},
+                )  # fmt: skip
+                if quality_due(epoch, train):
+                    metrics.update(probe(generator))
+                state.history.append(metrics)
+                generator.info.update(epoch=epoch, metrics=metrics, history=state.history)
+                save_checkpoint(Path(tmp), generator, optimizer, state)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                print0(_format_metrics(metrics, train.epochs))
+            ray.train.report(metrics, checkpoint=checkpoint)
+        progress.write("epoch", epoch=epoch)
+
+
+# ---------------------------------------------------------------------------------------
+# The driver side
+# ---------------------------------------------------------------------------------------
+
+
+def check_weights_fit_config(out: Path, config: Config, data: BlockData) -> BaseGAN:
+    """The LoRA and GAN sections must describe the weights that were collected: the same
+    base GAN and the same weight layout. Returns the base GAN."""
+    base = BaseGAN.load(Path(out) / BASE_DIR)
+    check_compatible(data.manifest, base.fingerprint)
+    expected = weight_manifest(base, config)
+    if expected.to_json() != data.manifest.to_json():
+        raise WeightFormatError(
+            f"the weights under {Path(out) / 'weights'} were collected with other LoRA/GAN "
+            f"settings than this config (lora={dataclasses.asdict(config.lora)}, "
+            f"gan.size={config.gan.size!r}); train with the preset and --set values of `wgen collect`"
+        )
+    return base
+
+
+def fit_generator(
+    config: Config,
+    out: Path,
+    name: str | None = None,
+    storage_path: Path | None = None,
+    callbacks: list | None = None,
+):
+    """Run the data-parallel TorchTrainer on ``<out>/weights``; returns Ray Train's Result.
+
+    ``name`` / ``storage_path`` default to `run_name(config)` and ``<out>/ray_results``; a Ray
+    Tune trial passes its own (and e.g. Tune's report callback in ``callbacks``). Running
+    again with the same name and storage path resumes from that run's latest checkpoint.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    out = Path(out).resolve()
+    train = config.train
+    per_worker_batch(train)  # fail before anything starts
+    start = time.perf_counter()
+    data = load_block_data(out, config.denoiser.block_size, train.text_encoder)
+    check_weights_fit_config(out, config, data)
+    name = name or run_name(config)
+    storage = Path(storage_path or out / RAY_RESULTS_DIR).resolve()
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch instead
+    datasets = block_datasets(data)
+    print0(
+        f"train: {data.rows.get(TRAIN, 0)} training checkpoints → {data.blocks(TRAIN):,} blocks "
+        f"of b={data.layout.block_size} (N={data.layout.n_blocks} per checkpoint), "
+        f"{data.rows.get(VAL, 0)} validation checkpoints, cut in {time.perf_counter() - start:.1f} s; "
+        f"{train.workers} worker(s), run {name} in {storage}"
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": config.to_dict(),
+            "data": data.to_dict(),
+            "out": str(out),
+            "run_name": name,
+            "progress_dir": str(storage / name / PROGRESS_DIR),
+            "has_val": VAL in datasets,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=train.workers,
+            use_gpu=train.use_gpu,
+            resources_per_worker={"CPU": train.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            callbacks=callbacks,
+        ),
+        datasets=datasets,
+    )
+    return trainer.fit()
+
+
+def generator_complete(folder: Path, name: str, epochs: int) -> bool:
+    """An exported generator of this run that has trained all the asked epochs."""
+    path = Path(folder) / INFO_FILE
+    if not path.exists():
+        return False
+    info = read_json(path).get("info", {})
+    return info.get("run_name") == name and info.get("epoch", 0) >= epochs
+
+
+def export_generator(checkpoint, folder: Path) -> WeightGenerator:
+    """Copy the generator of a Ray Train checkpoint to ``folder`` atomically (rebuilding it
+    on the way, so a broken checkpoint fails here rather than at generation time)."""
+    with checkpoint.as_directory() as source:
+        generator = WeightGenerator.load(Path(source))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(folder) as tmp:
+        generator.save(tmp)
+    return generator
+
+
+def run_train(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
+    """Fit the generator on ``<out>/weights`` and export it to ``<out>/generator``.
+
+    A finished generator of the same run is kept unless ``force``; an unfinished run (a
+    crashed or re-submitted job, or more epochs asked for) resumes from its checkpoint.
+    """
+    out = Path(out)
+    store = WeightStore(out)
+    store.manifest()  # a missing weight dataset fails here, naming `wgen collect`
+    name = run_name(config)
+    target = out / GENERATOR_DIR
+    if force:
+        shutil.rmtree(out / RAY_RESULTS_DIR / name, ignore_errors=True)
+    elif generator_complete(target, name, config.train.epochs):
+        info = read_json(target / INFO_FILE)["info"]
+        print0(
+            f"train: {target} is complete ({info['epoch']} epochs of run {name}); "
+            "skipping (use --force to retrain)"
+        )
+        return info
+    init_ray()
+    start = time.perf_counter()
+    result = fit_generator(config, out)
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {name} reported no checkpoint; see {out / RAY_RESULTS_DIR}")
+    generator = export_generator(result.checkpoint, target)
+    info = {**generator.info, "job_seconds": round(time.perf_counter() - start, 2)}
+    print0(
+        f"train: generator after {info['epoch']} epochs → {target} "
+        f"({info['job_seconds']:.1f} s this job)"
+    )
+    return info

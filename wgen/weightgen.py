@@ -1,0 +1,269 @@
+"""A trained weight generator: text → LoRA for the base GAN, rebuilt from its own folder.
+
+Gong et al., "Efficient Training with Denoised Neural Weights" (ECCV 2024), section on
+generation: embed the concept text, draw noise for all N blocks at once, denoise them in
+one batched forward per step (the paper's single direct-reconstruction step, or DDIM),
+un-normalise, un-chunk, and load the result into the base GAN as a LoRA initialisation.
+
+A generator folder is self-contained (STYLE.md point 7: a checkpoint rebuilds itself), so
+``wgen generate`` needs nothing else::
+
+    config.yaml               the whole wgen Config it was trained with (denoiser, LoRA, ...)
+    denoiser.safetensors      the denoiser's weights
+    block_stats.safetensors   per-block-index normalisation fitted on the training split
+    manifest.json             the weight layout: groups, shapes, base-GAN fingerprint
+    generator.json            text encoder name and width, training record (epochs, metrics)
+    base/                     a copy of the base GAN the LoRA belongs to (wgen.gantrain.BaseGAN)
+
+Every Ray Train checkpoint holds such a folder (plus the optimizer state), and
+``<out>/generator/`` is the final one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from wgen.blocks import BlockLayout, BlockStats, from_blocks
+from wgen.config import Config, GenerateConfig
+from wgen.diffusion import WeightDiffusion
+from wgen.gantrain import BASE_DIR, BaseGAN, lora_generator
+from wgen.lora import CONFIG_FILE, save_adapter
+from wgen.models.denoiser import Denoiser, build_denoiser
+from wgen.runtime import atomic_dir, read_json, write_json
+from wgen.text import TextEncoder, build_text_encoder, check_concept_text
+from wgen.weightformat import Manifest, check_compatible, require_same_base, unflatten
+
+FORMAT_VERSION = 1  # bump when the folder layout changes
+CONFIG_YAML = "config.yaml"
+DENOISER_FILE = "denoiser.safetensors"
+STATS_FILE = "block_stats.safetensors"
+MANIFEST_FILE = "manifest.json"
+INFO_FILE = "generator.json"
+BASE_FILES = ("base.json", "generator.safetensors", "discriminator.safetensors")
+
+# What a generator folder must hold, and why (quoted in the error for an incomplete folder).
+GENERATOR_FILES: dict[str, str] = {
+    CONFIG_YAML: "the wgen config it was trained with",
+    DENOISER_FILE: "the denoiser's weights",
+    STATS_FILE: "the block normalisation statistics",
+    MANIFEST_FILE: "the weight layout and base-GAN fingerprint",
+    INFO_FILE: "the text encoder and the training record",
+    **{f"{BASE_DIR}/{name}": "the base GAN the LoRA belongs to" for name in BASE_FILES},
+}
+
+
+class GeneratorFolderError(FileNotFoundError):
+    """A generator folder that is absent or lacks files."""
+
+
+def missing_generator_files(folder: Path) -> list[str]:
+    return [name for name in GENERATOR_FILES if not (Path(folder) / name).is_file()]
+
+
+def check_generator_folder(folder: Path) -> None:
+    """Raise `GeneratorFolderError` naming what is missing and what the folder should hold."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GeneratorFolderError(
+            f"no generator folder at {folder}; make one with `wgen train --out RUN` "
+            "(it writes RUN/generator)"
+        )
+    missing = missing_generator_files(folder)
+    if missing:
+        expected = "; ".join(f"{name} ({why})" for name, why in GENERATOR_FILES.items())
+        raise GeneratorFolderError(
+            f"generator folder {folder} is incomplete: missing {missing}. A generator folder "
+            f"holds: {expected}. Re-export it with `wgen train --out RUN`."
+        )
+
+
+@dataclass
+class WeightGenerator:
+    """The trained denoiser with everything needed to turn a text into a LoRA state dict.
+
+    Attributes:
+        config: the Config it was trained with (denoiser, LoRA and GAN sections matter here).
+        denoiser: ε̂θ, in eval mode.
+        stats: per-block-index normalisation of the training split.
+        manifest: the weight layout the blocks un-chunk into.
+        text_encoder: name of τ (`wgen.text.build_text_encoder`); text_dim is its width.
+        base: the base GAN the generated LoRA is for (its fingerprint is the manifest's).
+        info: the training record (epoch, metrics, history), written to generator.json.
+    """
+
+    config: Config
+    denoiser: Denoiser
+    stats: BlockStats
+    manifest: Manifest
+    text_encoder: str
+    text_dim: int
+    base: BaseGAN
+    info: dict[str, Any] = field(default_factory=dict)
+    diffusion: WeightDiffusion = field(init=False, repr=False)
+    _encoder: TextEncoder | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_compatible(self.manifest, self.base.fingerprint)
+        if len(self.stats.mean) != self.layout.n_blocks:
+            raise ValueError(
+                f"block statistics cover {len(self.stats.mean)} blocks, but the layout for "
+                f"b={self.layout.block_size} has {self.layout.n_blocks}"
+            )
+        self.denoiser.eval()
+        self.diffusion = WeightDiffusion(self.config.denoiser)
+
+    @property
+    def layout(self) -> BlockLayout:
+        return BlockLayout.from_lengths(
+            self.manifest.group_lengths, self.config.denoiser.block_size
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """The base GAN this generator's LoRA belongs to."""
+        return self.manifest.fingerprint
+
+    def check_base(self, fingerprint: str) -> None:
+        """Refuse a base GAN (or weight dataset) of another fingerprint, naming both."""
+        require_same_base(fingerprint, self.fingerprint, "this weight generator")
+
+    # -- generation ---------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> TextEncoder:
+        """τ, built on first use (seconds) and kept for later calls."""
+        if self._encoder is None:
+            self._encoder = build_text_encoder(self.text_encoder)
+            if self._encoder.dim != self.text_dim:
+                raise ValueError(
+                    f"text encoder {self.text_encoder!r} gives {self._encoder.dim}-d vectors, "
+                    f"the generator was trained on {self.text_dim}-d"
+                )
+        return self._encoder
+
+    def embed(self, text: str) -> np.ndarray:
+        """τ(T) of one concept text: (text_dim,) float32. Empty text is a ValueError."""
+        return self.encoder.encode([check_concept_text(text)])[0]
+
+    def generate_config(self, steps: int | None = None, seed: int | None = None) -> GenerateConfig:
+        """The config's sampling settings with `steps` / `seed` overridden where given."""
+        gen = dataclasses.replace(
+            self.config.generate,
+            steps=self.config.generate.steps if steps is None else steps,
+            seed=self.config.generate.seed if seed is None else seed,
+        )
+        if gen.steps < 1:
+            raise ValueError(f"steps must be >= 1 (1 = the single direct step), got {gen.steps}")
+        return gen
+
+    @torch.no_grad()
+    def generate_from_embedding(
+        self, embedding: np.ndarray, steps: int | None = None, seed: int | None = None
+    ) -> dict[str, torch.Tensor]:
+        """τ(T) → the trainable LoRA state dict: all N blocks in one batched forward per step."""
+        layout = self.layout
+        device = next(self.denoiser.parameters()).device
+        n = torch.from_numpy(layout.block_index()).to(device)
+        text = torch.as_tensor(np.asarray(embedding, dtype=np.float32)).reshape(1, -1).to(device)
+        if text.shape[1] != self.text_dim:
+            raise ValueError(f"embedding of width {text.shape[1]}, expected {self.text_dim}")
+        gen = self.generate_config(steps, seed)
+        blocks = self.diffusion.sample(self.denoiser, n, text, layout.block_size, gen)
+        weights = self.stats.denormalise(blocks[:, 0].cpu().numpy(), layout.mask())
+        return unflatten(from_blocks(weights, layout), self.manifest)
+
+    def generate(
+        self, text: str, steps: int | None = None, seed: int | None = None
+    ) -> tuple[dict[str, torch.Tensor], float]:
+        """Text → (trainable LoRA state dict, seconds for embedding + denoising + un-chunking).
+
+        The text encoder is loaded before the clock starts (a one-off cost per process).
+        """
+        check_concept_text(text)
+        self.encoder  # noqa: B018 - load τ outside the timed part
+        start = time.perf_counter()
+        state = self.generate_from_embedding(self.embed(text), steps, seed)
+        return state, time.perf_counter() - start
+
+    def lora_model(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """The base generator with LoRA set to ``state`` (the standard init if None)."""
+        return lora_generator(self.base, self.config, init=state)
+
+    def write_adapter(
+        self, text: str, out_dir: Path, steps: int | None = None, seed: int | None = None
+    ) -> tuple[Path, float]:
+        """Generate a LoRA for ``text`` and write it as a peft adapter folder (atomically).
+
+        Returns the folder and the generation seconds. Refuses to replace a non-empty folder
+        that is not an adapter, so a mistyped --out never deletes someone's files.
+        """
+        out_dir = Path(out_dir)
+        if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / CONFIG_FILE).exists():
+            raise FileExistsError(
+                f"{out_dir} exists and is not an adapter folder; choose an empty or new folder"
+            )
+        state, seconds = self.generate(text, steps, seed)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(out_dir) as tmp:
+            save_adapter(self.lora_model(state), self.base.size, tmp, self.fingerprint)
+        return out_dir, seconds
+
+    # -- folder -------------------------------------------------------------------------
+
+    def save(self, folder: Path) -> Path:
+        """Write the folder described in the module docstring (into an existing/new folder)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save(folder / CONFIG_YAML)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}
+        save_file(state, str(folder / DENOISER_FILE))
+        self.stats.save(folder / STATS_FILE)
+        (folder / MANIFEST_FILE).write_text(self.manifest.to_json())
+        self.base.save(folder / BASE_DIR)
+        write_json(
+            folder / INFO_FILE,
+            {
+                "format_version": FORMAT_VERSION,
+                "text_encoder": self.text_encoder,
+                "text_dim": self.text_dim,
+                "block_size": self.layout.block_size,
+                "n_blocks": self.layout.n_blocks,
+                "base_fingerprint": self.fingerprint,
+                "info": self.info,
+            },
+        )
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> WeightGenerator:
+        """Rebuild a generator from its folder; a missing file is a `GeneratorFolderError`."""
+        folder = Path(folder)
+        check_generator_folder(folder)
+        meta = read_json(folder / INFO_FILE)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{folder / INFO_FILE}: generator format {meta.get('format_version')}, "
+                f"this wgen reads {FORMAT_VERSION}"
+            )
+        config = Config.load(folder / CONFIG_YAML)
+        denoiser = build_denoiser(config.denoiser, meta["text_dim"])
+        denoiser.load_state_dict(load_file(str(folder / DENOISER_FILE)))
+        return cls(
+            config=config,
+            denoiser=denoiser,
+            stats=BlockStats.load(folder / STATS_FILE),
+            manifest=Manifest.from_json((folder / MANIFEST_FILE).read_text()),
+            text_encoder=meta["text_encoder"],
+            text_dim=meta["text_dim"],
+            base=BaseGAN.load(folder / BASE_DIR),
+            info=meta.get("info", {}),
+        )
