@@ -14,7 +14,8 @@ higher PSNR are better):
     own        the concept's own collected LoRA (validation concepts were collected too):
                the ceiling, which no method sees
 
-It also reports where the generated vectors lie (cosine of wgen − mean with own − mean, for
+It also reports whether the denoiser uses the text at all (its loss on training blocks with
+the right text, another concept's and the null text), where the generated vectors lie (cosine of wgen − mean with own − mean, for
 LoRA matrices and norm parameters apart: does the generator move from the mean towards the
 concept?) and the latency of generating all N blocks of one concept (median of --repeats,
 1 torch thread): denoising + un-chunking alone, and with the text embedding.
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from wgen.blockdata import row_vectors
+from wgen.diffusion import masked_mse
 from wgen.metrics import build_feature_extractor
 from wgen.quality import METRICS, concept_evals, mean_metrics, score_lora
 from wgen.textcache import cached_embeddings
@@ -67,6 +69,37 @@ def lora_mask(manifest) -> np.ndarray:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+@torch.no_grad()
+def text_sensitivity(
+    generator: WeightGenerator, frame: pd.DataFrame, embedded: dict, samples: int = 8192
+) -> dict[int, dict[str, float]]:
+    """Does the denoiser use the text? Its ε-loss on blocks of ``frame`` at a few t, with each
+    block's own text, a shuffled concept's text, and the learned null text (same noise)."""
+    rows = row_vectors(frame, len(generator.manifest.groups))
+    blocks, mask = generator.codec.encode(rows)
+    n_blocks, block_size = mask.shape
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(rows) * n_blocks, min(samples, len(rows) * n_blocks), replace=False)
+    x = torch.from_numpy(blocks.reshape(-1, block_size)[pick])[:, None]
+    real = torch.from_numpy(np.tile(mask, (len(rows), 1))[pick])[:, None]
+    n = torch.from_numpy(np.tile(np.arange(n_blocks), len(rows))[pick])
+    texts = np.stack([embedded[t] for t in frame["concept_text"]])
+    own = torch.from_numpy(np.repeat(texts, n_blocks, axis=0)[pick])
+    shuffled = own[torch.from_numpy(rng.permutation(len(own)))]
+    null = generator.denoiser.null_text.detach()[None].expand_as(own)
+    result = {}
+    for t in (100, 300, 500):
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(t))
+        steps = torch.full((len(x),), t)
+        alpha, sigma = generator.diffusion.alpha_sigma(steps, x)
+        x_t = alpha * x + sigma * noise
+        result[t] = {
+            name: masked_mse(generator.denoiser(x_t, steps, n, text), noise, real).item()
+            for name, text in (("own", own), ("shuffled", shuffled), ("null", null))
+        }
+    return result
 
 
 def latency(fn, repeats: int) -> float:
@@ -170,6 +203,13 @@ def main() -> None:
     print("\nGenerated minus mean vs own minus mean (cosine; 1 = straight towards the concept):")
     print(geo.round(3).to_string())
 
+    sensitivity = text_sensitivity(generator, train, embedded)
+    print(
+        "\nDenoising ε-loss on training blocks with the concept's own text / another concept's / null:"
+    )
+    for t, losses in sensitivity.items():
+        print(f"  t={t}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+
     embedding = embedded[evals[0].text]
     text = evals[0].text
     generator.encoder  # noqa: B018 - load τ before timing
@@ -202,6 +242,7 @@ def main() -> None:
                     "per_concept": rows,
                     "wins": wins,
                     "geometry": geometry,
+                    "text_sensitivity": sensitivity,
                     "latency": timings,
                     "n_blocks": generator.layout.n_blocks,
                     "feature_extractor": extractor.name,

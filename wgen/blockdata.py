@@ -4,8 +4,9 @@ From ``<out>/weights/`` (`wgen.weightstore`) this module derives everything the 
 training needs, for the block size b of the config (b is searched by Ray Tune, so blocks
 are cut here, at read time, and never stored):
 
-- the `BlockLayout` for b and the weight manifest;
-- `BlockStats` fitted on TRAIN-split rows only (validation rows are normalised with them);
+- the weight manifest and a `BlockCodec` for b: the `BlockLayout`, the centre (the mean
+  training checkpoint) and `BlockStats`, fitted on TRAIN-split rows only (validation rows
+  are encoded with them);
 - the concept table: ids, texts, splits and their cached text embeddings τ(T)
   (`wgen.textcache`), so workers look a block's condition up by concept index;
 - Ray Datasets of blocks: ``read_parquet`` over the concept files of one split, then
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from wgen.blocks import BlockLayout, BlockStats, rows_to_blocks
+from wgen.blocks import BlockLayout, BlockStats, from_blocks, rows_to_blocks
 from wgen.textcache import cached_embeddings
 from wgen.weightformat import Manifest
 from wgen.weightstore import WeightStore, group_column
@@ -60,34 +61,95 @@ def row_vectors(frame: pd.DataFrame, n_groups: int) -> list[list[np.ndarray]]:
     ]
 
 
-def fit_stats(frame: pd.DataFrame, layout: BlockLayout) -> BlockStats:
-    """`BlockStats` of the given rows (pass TRAINING rows only: validation must stay unseen)."""
-    if frame.empty:
-        raise ValueError("no training rows to fit the block statistics on")
-    blocks, mask = rows_to_blocks(row_vectors(frame, len(layout.lengths)), layout)
-    return BlockStats.fit(blocks, mask)
+@dataclass(frozen=True)
+class BlockCodec:
+    """Flat group vectors ⇄ the normalised b-blocks the denoiser sees (one reversible step).
+
+    encode: cut every row into its (N, b) blocks (`wgen.blocks`), subtract the centre — the
+    mean training checkpoint, value by value (zeros when `DenoiserConfig.center` is off) —
+    and normalise per block index with `BlockStats` fitted on the centred training blocks.
+    decode: the exact inverse, back to G flat vectors.
+
+    Why centre: the per-block-index statistics are scalars, so without it the denoiser must
+    reproduce every value of the mean LoRA from the block index alone before it can model
+    what a concept changes; with it, a prediction of 0 is already the mean checkpoint.
+
+    Attributes:
+        layout: blocks of b values over the manifest's groups.
+        stats: per-block-index mean and std of the centred training blocks.
+        center: (N, b) float32, the centre in block form (0 on padding).
+    """
+
+    layout: BlockLayout
+    stats: BlockStats
+    center: np.ndarray
+
+    @classmethod
+    def fit(cls, rows: list[list[np.ndarray]], layout: BlockLayout, center: bool) -> BlockCodec:
+        """Fit on TRAINING rows only: validation must stay unseen."""
+        if not rows:
+            raise ValueError("no training rows to fit the block normalisation on")
+        blocks, mask = rows_to_blocks(rows, layout)  # (R, N, b), (N, b)
+        middle = blocks.mean(axis=0) if center else np.zeros(mask.shape, dtype=np.float32)
+        return cls(layout, BlockStats.fit(blocks - middle, mask), middle.astype(np.float32))
+
+    def encode(self, rows: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """R rows → (R, N, b) normalised blocks (padding 0) and the (N, b) mask."""
+        blocks, mask = rows_to_blocks(rows, self.layout)
+        return self.stats.normalise(blocks - self.center, mask), mask
+
+    def decode(self, blocks: np.ndarray) -> list[np.ndarray]:
+        """(N, b) normalised blocks → the G flat group vectors (the inverse of `encode`)."""
+        mask = self.layout.mask()
+        return from_blocks(self.stats.denormalise(blocks, mask) + self.center, self.layout)
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """Named arrays for safetensors (and a train_loop_config)."""
+        return {**self.stats.to_dict(), "block_center": self.center.copy()}
+
+    @classmethod
+    def from_dict(cls, arrays: dict[str, np.ndarray], layout: BlockLayout) -> BlockCodec:
+        center = np.asarray(arrays["block_center"], dtype=np.float32)
+        stats = BlockStats.from_dict(arrays)
+        if center.shape != (layout.n_blocks, layout.block_size) or len(stats.mean) != len(center):
+            raise ValueError(
+                f"block normalisation for {len(stats.mean)} blocks of shape {center.shape[1:]}, "
+                f"but the layout has {layout.n_blocks} blocks of b={layout.block_size}"
+            )
+        return cls(layout, stats, center)
+
+    def save(self, path: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        save_file(self.to_dict(), str(path))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, layout: BlockLayout) -> BlockCodec:
+        from safetensors.numpy import load_file
+
+        return cls.from_dict(load_file(str(path)), layout)
 
 
 def cut_rows(
     concept_ids: np.ndarray,
     vectors: list[list[np.ndarray]],
-    layout: BlockLayout,
-    stats: BlockStats,
+    codec: BlockCodec,
     concept_index: dict[str, int],
 ) -> dict[str, np.ndarray]:
     """R checkpoint rows → R·N normalised block samples (the columns in the module docstring).
 
     Blocks of one row stay consecutive (n = 0 … N−1); the training loop shuffles locally.
     """
-    blocks, mask = rows_to_blocks(vectors, layout)  # (R, N, b), (N, b)
-    rows, n_blocks, block_size = blocks.shape
     unknown = sorted(set(concept_ids) - set(concept_index))
     if unknown:
         raise KeyError(f"concepts {unknown} are not in the concept table")
+    blocks, mask = codec.encode(vectors)  # (R, N, b), (N, b)
+    rows, n_blocks, block_size = blocks.shape
     return {
-        "x": stats.normalise(blocks, mask).reshape(rows * n_blocks, block_size),
+        "x": blocks.reshape(rows * n_blocks, block_size),
         "mask": np.broadcast_to(mask, blocks.shape).reshape(rows * n_blocks, block_size).copy(),
-        "n": np.tile(layout.block_index(), rows),
+        "n": np.tile(codec.layout.block_index(), rows),
         "concept": np.repeat([concept_index[c] for c in concept_ids], n_blocks).astype(np.int64),
     }
 
@@ -99,16 +161,16 @@ def _list_column_matrix(column: pa.ChunkedArray, length: int) -> np.ndarray:
 
 
 def cut_rows_batch(
-    table: pa.Table, layout: BlockLayout, stats: BlockStats, concept_index: dict[str, int]
+    table: pa.Table, codec: BlockCodec, concept_index: dict[str, int]
 ) -> dict[str, np.ndarray]:
     """`map_batches` adapter: a pyarrow batch of checkpoint rows → `cut_rows`' block samples."""
     groups = [
         _list_column_matrix(table.column(group_column(g)), length)
-        for g, length in enumerate(layout.lengths)
+        for g, length in enumerate(codec.layout.lengths)
     ]
     vectors = [[group[r] for group in groups] for r in range(table.num_rows)]
     concept_ids = np.asarray(table.column("concept_id").to_pylist())
-    return cut_rows(concept_ids, vectors, layout, stats, concept_index)
+    return cut_rows(concept_ids, vectors, codec, concept_index)
 
 
 # ---------------------------------------------------------------------------------------
@@ -122,8 +184,7 @@ class BlockData:
 
     Attributes:
         manifest: the weight layout (groups, base-model fingerprint).
-        layout: blocks of b values over the manifest's groups.
-        stats: per-block-index normalisation fitted on the training split.
+        codec: blocks of b values and their normalisation, fitted on the training split.
         concepts: one row per concept with weights: concept_id, concept_text, split;
             row i is row i of ``embeddings``.
         embeddings: (C, text_dim) float32 τ(T) of every concept, from the text cache.
@@ -133,13 +194,16 @@ class BlockData:
     """
 
     manifest: Manifest
-    layout: BlockLayout
-    stats: BlockStats
+    codec: BlockCodec
     concepts: pd.DataFrame
     embeddings: np.ndarray
     text_encoder: str
     files: dict[str, list[str]]
     rows: dict[str, int]
+
+    @property
+    def layout(self) -> BlockLayout:
+        return self.codec.layout
 
     @property
     def text_dim(self) -> int:
@@ -161,7 +225,7 @@ class BlockData:
         return {
             "manifest": self.manifest.to_json(),
             "block_size": self.layout.block_size,
-            **self.stats.to_dict(),
+            **self.codec.to_dict(),
             "concepts": self.concepts.to_dict(orient="list"),
             "embeddings": self.embeddings,
             "text_encoder": self.text_encoder,
@@ -171,10 +235,10 @@ class BlockData:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BlockData:
         manifest = Manifest.from_json(values["manifest"])
+        layout = BlockLayout.from_lengths(manifest.group_lengths, values["block_size"])
         return cls(
             manifest=manifest,
-            layout=BlockLayout.from_lengths(manifest.group_lengths, values["block_size"]),
-            stats=BlockStats.from_dict(values),
+            codec=BlockCodec.from_dict(values, layout),
             concepts=pd.DataFrame(values["concepts"]),
             embeddings=np.asarray(values["embeddings"], dtype=np.float32),
             text_encoder=values["text_encoder"],
@@ -183,8 +247,11 @@ class BlockData:
         )
 
 
-def load_block_data(out: str | Path, block_size: int, text_encoder: str) -> BlockData:
-    """Layout, training-split statistics and the embedded concept table of ``<out>/weights``."""
+def load_block_data(
+    out: str | Path, block_size: int, text_encoder: str, center: bool = True
+) -> BlockData:
+    """Block codec fitted on the training split, and the embedded concept table, of
+    ``<out>/weights`` (``center``: `DenoiserConfig.center`)."""
     store = WeightStore(out)
     manifest = store.manifest()
     layout = BlockLayout.from_lengths(manifest.group_lengths, block_size)
@@ -208,8 +275,9 @@ def load_block_data(out: str | Path, block_size: int, text_encoder: str) -> Bloc
     }
     return BlockData(
         manifest=manifest,
-        layout=layout,
-        stats=fit_stats(store.read(splits=[TRAIN]), layout),
+        codec=BlockCodec.fit(
+            row_vectors(store.read(splits=[TRAIN]), len(layout.lengths)), layout, center
+        ),
         concepts=concepts,
         embeddings=embeddings,
         text_encoder=text_encoder,
@@ -256,7 +324,7 @@ def block_dataset(data: BlockData, split: str):
         rows = ray.data.read_parquet(files).select_columns(columns)
     return rows.map_batches(
         cut_rows_batch,
-        fn_kwargs={"layout": data.layout, "stats": data.stats, "concept_index": data.concept_index},
+        fn_kwargs={"codec": data.codec, "concept_index": data.concept_index},
         batch_format="pyarrow",
     )
 

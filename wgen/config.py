@@ -118,6 +118,9 @@ class DenoiserConfig:
     train_timesteps: int = 1000  # T of the DDPM schedule
     beta_schedule: str = "linear"  # diffusers beta schedule name
     cond_drop: float = 0.0  # probability of replacing the text by the null embedding (guidance)
+    center: bool = (
+        True  # model each weight minus its mean over the training checkpoints (False = raw)
+    )
 
 
 @dataclass

@@ -365,7 +365,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             checkpoint = None
             if rank == 0:
                 generator = WeightGenerator(
-                    config, model, data.stats, data.manifest, data.text_encoder,
+                    config, model, data.codec, data.manifest, data.text_encoder,
                     data.text_dim, base, info={"run_name": loop_config["run_name"]},
                 )  # fmt: skip
                 if quality_due(epoch, train):
@@ -420,7 +420,9 @@ def fit_generator(
     train = config.train
     per_worker_batch(train)  # fail before anything starts
     start = time.perf_counter()
-    data = load_block_data(out, config.denoiser.block_size, train.text_encoder)
+    data = load_block_data(
+        out, config.denoiser.block_size, train.text_encoder, config.denoiser.center
+    )
     check_weights_fit_config(out, config, data)
     name = name or run_name(config)
     storage = Path(storage_path or out / RAY_RESULTS_DIR).resolve()

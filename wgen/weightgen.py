@@ -10,7 +10,8 @@ A generator folder is self-contained (STYLE.md point 7: a checkpoint rebuilds it
 
     config.yaml               the whole wgen Config it was trained with (denoiser, LoRA, ...)
     denoiser.safetensors      the denoiser's weights
-    block_stats.safetensors   per-block-index normalisation fitted on the training split
+    block_codec.safetensors   block normalisation fitted on the training split: the centre
+                              (mean training checkpoint) and per-block-index statistics
     manifest.json             the weight layout: groups, shapes, base-GAN fingerprint
     generator.json            text encoder name and width, training record (epochs, metrics)
     base/                     a copy of the base GAN the LoRA belongs to (wgen.gantrain.BaseGAN)
@@ -32,7 +33,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wgen.blocks import BlockLayout, BlockStats, from_blocks
+from wgen.blockdata import BlockCodec
+from wgen.blocks import BlockLayout
 from wgen.config import Config, GenerateConfig
 from wgen.diffusion import WeightDiffusion
 from wgen.gantrain import BASE_DIR, BaseGAN, lora_generator
@@ -45,7 +47,7 @@ from wgen.weightformat import Manifest, check_compatible, require_same_base, unf
 FORMAT_VERSION = 1  # bump when the folder layout changes
 CONFIG_YAML = "config.yaml"
 DENOISER_FILE = "denoiser.safetensors"
-STATS_FILE = "block_stats.safetensors"
+CODEC_FILE = "block_codec.safetensors"
 MANIFEST_FILE = "manifest.json"
 INFO_FILE = "generator.json"
 BASE_FILES = ("base.json", "generator.safetensors", "discriminator.safetensors")
@@ -54,7 +56,7 @@ BASE_FILES = ("base.json", "generator.safetensors", "discriminator.safetensors")
 GENERATOR_FILES: dict[str, str] = {
     CONFIG_YAML: "the wgen config it was trained with",
     DENOISER_FILE: "the denoiser's weights",
-    STATS_FILE: "the block normalisation statistics",
+    CODEC_FILE: "the block normalisation: centre and per-block statistics",
     MANIFEST_FILE: "the weight layout and base-GAN fingerprint",
     INFO_FILE: "the text encoder and the training record",
     **{f"{BASE_DIR}/{name}": "the base GAN the LoRA belongs to" for name in BASE_FILES},
@@ -93,7 +95,7 @@ class WeightGenerator:
     Attributes:
         config: the Config it was trained with (denoiser, LoRA and GAN sections matter here).
         denoiser: ε̂θ, in eval mode.
-        stats: per-block-index normalisation of the training split.
+        codec: the b-blocks and their normalisation (`wgen.blockdata.BlockCodec`).
         manifest: the weight layout the blocks un-chunk into.
         text_encoder: name of τ (`wgen.text.build_text_encoder`); text_dim is its width.
         base: the base GAN the generated LoRA is for (its fingerprint is the manifest's).
@@ -102,7 +104,7 @@ class WeightGenerator:
 
     config: Config
     denoiser: Denoiser
-    stats: BlockStats
+    codec: BlockCodec
     manifest: Manifest
     text_encoder: str
     text_dim: int
@@ -113,10 +115,11 @@ class WeightGenerator:
 
     def __post_init__(self) -> None:
         check_compatible(self.manifest, self.base.fingerprint)
-        if len(self.stats.mean) != self.layout.n_blocks:
+        if self.codec.layout != self.layout:
             raise ValueError(
-                f"block statistics cover {len(self.stats.mean)} blocks, but the layout for "
-                f"b={self.layout.block_size} has {self.layout.n_blocks}"
+                f"the block codec cuts {self.codec.layout.n_blocks} blocks of "
+                f"b={self.codec.layout.block_size}, but the manifest and denoiser.block_size "
+                f"give {self.layout.n_blocks} blocks of b={self.layout.block_size}"
             )
         self.denoiser.eval()
         self.diffusion = WeightDiffusion(self.config.denoiser)
@@ -178,8 +181,7 @@ class WeightGenerator:
             raise ValueError(f"embedding of width {text.shape[1]}, expected {self.text_dim}")
         gen = self.generate_config(steps, seed)
         blocks = self.diffusion.sample(self.denoiser, n, text, layout.block_size, gen)
-        weights = self.stats.denormalise(blocks[:, 0].cpu().numpy(), layout.mask())
-        return unflatten(from_blocks(weights, layout), self.manifest)
+        return unflatten(self.codec.decode(blocks[:, 0].cpu().numpy()), self.manifest)
 
     def generate(
         self, text: str, steps: int | None = None, seed: int | None = None
@@ -226,7 +228,7 @@ class WeightGenerator:
         self.config.save(folder / CONFIG_YAML)
         state = {k: v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}
         save_file(state, str(folder / DENOISER_FILE))
-        self.stats.save(folder / STATS_FILE)
+        self.codec.save(folder / CODEC_FILE)
         (folder / MANIFEST_FILE).write_text(self.manifest.to_json())
         self.base.save(folder / BASE_DIR)
         write_json(
@@ -257,11 +259,13 @@ class WeightGenerator:
         config = Config.load(folder / CONFIG_YAML)
         denoiser = build_denoiser(config.denoiser, meta["text_dim"])
         denoiser.load_state_dict(load_file(str(folder / DENOISER_FILE)))
+        manifest = Manifest.from_json((folder / MANIFEST_FILE).read_text())
+        layout = BlockLayout.from_lengths(manifest.group_lengths, config.denoiser.block_size)
         return cls(
             config=config,
             denoiser=denoiser,
-            stats=BlockStats.load(folder / STATS_FILE),
-            manifest=Manifest.from_json((folder / MANIFEST_FILE).read_text()),
+            codec=BlockCodec.load(folder / CODEC_FILE, layout),
+            manifest=manifest,
             text_encoder=meta["text_encoder"],
             text_dim=meta["text_dim"],
             base=BaseGAN.load(folder / BASE_DIR),

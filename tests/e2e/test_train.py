@@ -200,9 +200,9 @@ def test_cli_generate_errors_are_clear(trained, tmp_path):
 
     broken = tmp_path / "broken"
     shutil.copytree(trained / GENERATOR_DIR, broken)
-    (broken / "block_stats.safetensors").unlink()
+    (broken / "block_codec.safetensors").unlink()
     missing = _generate("--generator", str(broken), "--concept", "sepia", "--out", out)
-    assert missing.exit_code == 2 and "missing ['block_stats.safetensors']" in missing.output
+    assert missing.exit_code == 2 and "missing ['block_codec.safetensors']" in missing.output
 
     steps = _generate("--generator", generator, "--concept", "sepia", "--out", out, "--steps", "0")
     assert steps.exit_code == 2 and "--steps" in steps.output

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from wgen.blocks import BlockLayout, BlockStats, rows_to_blocks
+from wgen.blockdata import BlockCodec
+from wgen.blocks import BlockLayout
 from wgen.collect import weight_manifest
 from wgen.config import load_config
 from wgen.gantrain import BaseGAN, lora_generator
@@ -39,9 +40,9 @@ def tiny_generator(seed: int = 0) -> WeightGenerator:
     layout = BlockLayout.from_lengths(manifest.group_lengths, config.denoiser.block_size)
     torch.manual_seed(seed)
     rows = [flatten(trainable_state_dict(lora_generator(base, config)), manifest) for _ in range(3)]
-    stats = BlockStats.fit(*rows_to_blocks(rows, layout))
+    codec = BlockCodec.fit(rows, layout, center=True)
     denoiser = build_denoiser(config.denoiser, TEXT_DIM)
-    return WeightGenerator(config, denoiser, stats, manifest, "minilm", TEXT_DIM, base)
+    return WeightGenerator(config, denoiser, codec, manifest, "minilm", TEXT_DIM, base)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -109,7 +110,7 @@ def test_a_folder_with_missing_files_names_them(generator, tmp_path):
         WeightGenerator.load(folder)
     message = str(err.value)
     assert "denoiser.safetensors" in message and "base/base.json" in message
-    assert "block_stats.safetensors" in message, "the message lists what the folder should hold"
+    assert "block_codec.safetensors" in message, "the message lists what the folder should hold"
     with pytest.raises(GeneratorFolderError, match="no generator folder"):
         WeightGenerator.load(tmp_path / "absent")
 
@@ -121,17 +122,18 @@ def test_another_base_fingerprint_is_refused_naming_both(generator):
     assert other in str(err.value) and generator.fingerprint in str(err.value)
     with pytest.raises(WeightFormatError):
         WeightGenerator(
-            generator.config, generator.denoiser, generator.stats, generator.manifest,
+            generator.config, generator.denoiser, generator.codec, generator.manifest,
             "minilm", TEXT_DIM, tiny_base(seed=123),
         )  # fmt: skip
 
 
-def test_statistics_of_another_block_size_are_refused(generator):
-    stats = BlockStats(generator.stats.mean[:-1], generator.stats.std[:-1])
-    with pytest.raises(ValueError, match="block statistics"):
+def test_a_codec_of_another_block_size_is_refused(generator):
+    rows = [flatten(generator.generate_from_embedding(embedding()), generator.manifest)]
+    layout = BlockLayout.from_lengths(generator.manifest.group_lengths, 7)
+    with pytest.raises(ValueError, match="block codec"):
         WeightGenerator(
-            generator.config, generator.denoiser, stats, generator.manifest, "minilm",
-            TEXT_DIM, generator.base,
+            generator.config, generator.denoiser, BlockCodec.fit(rows, layout, center=True),
+            generator.manifest, "minilm", TEXT_DIM, generator.base,
         )  # fmt: skip
 
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from wgen.blockdata import (
+    BlockCodec,
     BlockData,
     cut_rows,
     cut_rows_batch,
-    fit_stats,
     load_block_data,
     row_vectors,
 )
-from wgen.blocks import BlockLayout, from_blocks
+from wgen.blocks import BlockLayout
 from wgen.textcache import cached_embeddings, encoder_slug, text_cache_path
 from wgen.weightformat import Selection, build_manifest
 from wgen.weightstore import WeightStore
@@ -71,59 +71,78 @@ def write_store(out, concepts: dict[str, tuple[str, str]], k: int = 2, seed: int
 CONCEPTS = {"c0": ("warm tone", "train"), "c1": ("pencil sketch", "train"), "c2": ("sepia", "val")}
 
 
-@pytest.mark.parametrize("b", [1, 4, 8, 64])
-def test_cut_rows_gives_one_normalised_sample_per_block(tmp_path, b):
-    store = write_store(tmp_path, CONCEPTS)
-    frame = store.read()
+def codec_of(frame, b: int, center: bool = True) -> BlockCodec:
     layout = BlockLayout.from_lengths(manifest().group_lengths, b)
-    stats = fit_stats(frame, layout)
-    vectors = row_vectors(frame, len(layout.lengths))
+    return BlockCodec.fit(row_vectors(frame, len(layout.lengths)), layout, center)
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("b", [1, 4, 8, 64])
+def test_the_codec_round_trip_is_exact_up_to_float32(tmp_path, b, center):
+    frame = write_store(tmp_path, CONCEPTS).read()
+    codec = codec_of(frame[frame["split"] == "train"], b, center)
+    rows = row_vectors(frame, 2)
+    blocks, mask = codec.encode(rows)
+    assert blocks.shape == (len(rows), codec.layout.n_blocks, b) and blocks.dtype == np.float32
+    assert not blocks[:, ~mask].any(), "padding carries no values"
+    for row, encoded in zip(rows, blocks, strict=True):
+        for original, restored in zip(row, codec.decode(encoded), strict=True):
+            np.testing.assert_allclose(restored, original, rtol=1e-5, atol=1e-4)
+    # Centred, the mean training row encodes to zeros: "predict 0" is the mean checkpoint.
+    train = row_vectors(frame[frame["split"] == "train"], 2)
+    mean_row = [np.mean([r[g] for r in train], axis=0) for g in range(2)]
+    if center:
+        assert np.abs(codec.encode([mean_row])[0]).max() < 1e-4
+    else:
+        assert not codec.center.any()
+
+
+def test_cut_rows_gives_one_sample_per_block(tmp_path):
+    frame = write_store(tmp_path, CONCEPTS).read()
+    codec = codec_of(frame, 4)
     index = {"c0": 0, "c1": 1, "c2": 2}
-    samples = cut_rows(frame["concept_id"].to_numpy(), vectors, layout, stats, index)
-    rows, n = len(frame), layout.n_blocks
-    assert samples["x"].shape == samples["mask"].shape == (rows * n, b)
-    assert samples["x"].dtype == np.float32 and samples["mask"].dtype == bool
+    samples = cut_rows(frame["concept_id"].to_numpy(), row_vectors(frame, 2), codec, index)
+    rows, n = len(frame), codec.layout.n_blocks
+    assert samples["x"].shape == samples["mask"].shape == (rows * n, 4)
+    assert samples["mask"].dtype == bool
     np.testing.assert_array_equal(samples["n"], np.tile(np.arange(n), rows))
-    np.testing.assert_array_equal(
-        samples["concept"], np.repeat([index[c] for c in frame["concept_id"]], n)
-    )
-    assert not samples["x"][~samples["mask"]].any(), "padding carries no values"
-    # Un-normalising the samples of one row gives that row back exactly (up to float32).
-    first = stats.denormalise(samples["x"][:n], layout.mask())
-    for original, restored in zip(vectors[0], from_blocks(first, layout), strict=True):
-        np.testing.assert_allclose(restored, original, rtol=1e-5, atol=1e-4)
+    expected = np.repeat([index[c] for c in frame["concept_id"]], n)
+    np.testing.assert_array_equal(samples["concept"], expected)
+    np.testing.assert_array_equal(samples["x"][:n], codec.encode(row_vectors(frame, 2)[:1])[0][0])
 
 
 def test_the_arrow_batch_adapter_matches_the_pure_function(tmp_path):
-    store = write_store(tmp_path, CONCEPTS)
-    frame = store.read()
-    layout = BlockLayout.from_lengths(manifest().group_lengths, 4)
-    stats = fit_stats(frame, layout)
+    frame = write_store(tmp_path, CONCEPTS).read()
+    codec = codec_of(frame, 4)
     index = {"c0": 0, "c1": 1, "c2": 2}
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    from_arrow = cut_rows_batch(table, layout, stats, index)
-    vectors = row_vectors(frame, len(layout.lengths))
-    direct = cut_rows(frame["concept_id"].to_numpy(), vectors, layout, stats, index)
+    from_arrow = cut_rows_batch(table, codec, index)
+    direct = cut_rows(frame["concept_id"].to_numpy(), row_vectors(frame, 2), codec, index)
     for name in direct:
         np.testing.assert_array_equal(from_arrow[name], direct[name])
 
 
 def test_unknown_concept_is_an_error(tmp_path):
-    store = write_store(tmp_path, {"c0": ("warm", "train")})
-    frame = store.read()
-    layout = BlockLayout.from_lengths(manifest().group_lengths, 4)
-    vectors = row_vectors(frame, len(layout.lengths))
+    frame = write_store(tmp_path, {"c0": ("warm", "train")}).read()
     with pytest.raises(KeyError, match="c0"):
-        cut_rows(frame["concept_id"].to_numpy(), vectors, layout, fit_stats(frame, layout), {})
+        cut_rows(frame["concept_id"].to_numpy(), row_vectors(frame, 2), codec_of(frame, 4), {})
 
 
-def test_block_data_fits_statistics_on_the_training_split_only(tmp_path):
-    write_store(tmp_path, CONCEPTS)
+def test_a_codec_for_another_block_size_is_refused(tmp_path):
+    frame = write_store(tmp_path, CONCEPTS).read()
+    arrays = codec_of(frame, 4).to_dict()
+    with pytest.raises(ValueError, match="b=8"):
+        BlockCodec.from_dict(arrays, BlockLayout.from_lengths(manifest().group_lengths, 8))
+
+
+def test_block_data_fits_the_codec_on_the_training_split_only(tmp_path):
+    store = write_store(tmp_path, CONCEPTS)
     cached_embeddings(tmp_path, ENCODER, [t for t, _ in CONCEPTS.values()], CountingEncoder())
     data = load_block_data(tmp_path, 4, ENCODER)
-    train_only = fit_stats(WeightStore(tmp_path).read(splits=["train"]), data.layout)
-    np.testing.assert_array_equal(data.stats.mean, train_only.mean)
-    assert data.stats.mean.max() < 50, "validation rows (offset by 100) leaked into the statistics"
+    train_only = codec_of(store.read(splits=["train"]), 4)
+    np.testing.assert_array_equal(data.codec.center, train_only.center)
+    np.testing.assert_array_equal(data.codec.stats.std, train_only.stats.std)
+    assert data.codec.center.max() < 50, "validation rows (offset by 100) leaked into the centre"
     assert data.rows == {"train": 4, "val": 2}
     assert data.blocks("train") == 4 * data.layout.n_blocks
     assert [len(f) for f in (data.files["train"], data.files["val"])] == [2, 1]
@@ -132,7 +151,7 @@ def test_block_data_fits_statistics_on_the_training_split_only(tmp_path):
     again = BlockData.from_dict(data.to_dict())
     assert again.layout == data.layout and again.concept_index == data.concept_index
     np.testing.assert_array_equal(again.embeddings, data.embeddings)
-    np.testing.assert_array_equal(again.stats.std, data.stats.std)
+    np.testing.assert_array_equal(again.codec.center, data.codec.center)
 
 
 def test_block_data_needs_training_concepts(tmp_path):
