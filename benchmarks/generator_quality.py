@@ -75,8 +75,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 def text_sensitivity(
     generator: WeightGenerator, frame: pd.DataFrame, embedded: dict, samples: int = 8192
 ) -> dict[int, dict[str, float]]:
-    """Does the denoiser use the text? Its ε-loss on blocks of ``frame`` at a few t, with each
-    block's own text, a shuffled concept's text, and the learned null text (same noise)."""
+    """Does the denoiser use the text? Its denoising loss on blocks of ``frame`` at a few t,
+    with each block's own text, a shuffled concept's text, and the learned null text (same
+    noise). Equal losses mean the text is ignored."""
     rows = row_vectors(frame, len(generator.manifest.groups))
     blocks, mask = generator.codec.encode(rows)
     n_blocks, block_size = mask.shape
@@ -95,8 +96,9 @@ def text_sensitivity(
         steps = torch.full((len(x),), t)
         alpha, sigma = generator.diffusion.alpha_sigma(steps, x)
         x_t = alpha * x + sigma * noise
+        target = generator.diffusion.target(x, noise, steps)  # ε, x0 or v, as trained
         result[t] = {
-            name: masked_mse(generator.denoiser(x_t, steps, n, text), noise, real).item()
+            name: masked_mse(generator.denoiser(x_t, steps, n, text), target, real).item()
             for name, text in (("own", own), ("shuffled", shuffled), ("null", null))
         }
     return result
