@@ -9,6 +9,8 @@ higher PSNR are better):
     lora-zero  LoRA at peft's standard init (B = 0): the base GAN itself
     mean       the mean of all training checkpoints' flat vectors
     nearest    the last checkpoint of the training concept nearest by text embedding
+    ridge      a linear map text embedding → weights (ridge regression on the training
+               checkpoints): the simplest learned text-conditioned generator
     wgen-1     the generator, one direct step (mean over --seeds)
     wgen-ddim  the generator, --ddim-steps DDIM steps (mean over --seeds)
     own        the concept's own collected LoRA (validation concepts were collected too):
@@ -67,6 +69,20 @@ def lora_mask(manifest) -> np.ndarray:
     )
 
 
+def fit_ridge(
+    embeddings: np.ndarray, weights: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear text → weights map (ridge regression on centred data): (x mean, y mean, W).
+
+    The simplest text-conditioned generator: what a learned map can get from the text
+    embeddings of the training concepts, as a reference for the diffusion generator.
+    """
+    x_mean, y_mean = embeddings.mean(axis=0), weights.mean(axis=0)
+    x = embeddings - x_mean
+    coef = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ (weights - y_mean))
+    return x_mean, y_mean, coef
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
@@ -91,7 +107,7 @@ def text_sensitivity(
     shuffled = own[torch.from_numpy(rng.permutation(len(own)))]
     null = generator.denoiser.null_text.detach()[None].expand_as(own)
     result = {}
-    for t in (100, 300, 500):
+    for t in (generator.diffusion.num_timesteps * share // 10 for share in (1, 3, 5)):
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(t))
         steps = torch.full((len(x),), t)
         alpha, sigma = generator.diffusion.alpha_sigma(steps, x)
@@ -120,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="generation seeds to average over")
     parser.add_argument("--ddim-steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats (median)")
+    parser.add_argument("--ridge-alpha", type=float, default=1.0, help="ridge baseline's alpha")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -147,6 +164,9 @@ def main() -> None:
     evals = concept_evals(args.out, sorted(val["concept_id"].unique()), config, extractor)
     mask = lora_mask(manifest)
     mean_flat = train_flat.mean(axis=0)
+    x_mean, y_mean, coef = fit_ridge(
+        np.stack([embedded[t] for t in train["concept_text"]]), train_flat, args.ridge_alpha
+    )
     rows, geometry = [], []
     for e in evals:
         embedding = embedded[e.text]
@@ -157,6 +177,9 @@ def main() -> None:
             "lora-zero": None,
             "mean": mean_state,
             "nearest": checkpoint_state(last.loc[nearest_id], manifest, base.fingerprint),
+            "ridge": unflatten(
+                split_flat(y_mean + (embedding - x_mean) @ coef, manifest.group_lengths), manifest
+            ),
             "own": checkpoint_state(own_row, manifest, base.fingerprint),
         }
         scores = {"identity": e.evaluate(nn.Identity())}
@@ -207,7 +230,7 @@ def main() -> None:
 
     sensitivity = text_sensitivity(generator, train, embedded)
     print(
-        "\nDenoising ε-loss on training blocks with the concept's own text / another concept's / null:"
+        "\nDenoising loss on training blocks with the concept's own text / another concept's / null:"
     )
     for t, losses in sensitivity.items():
         print(f"  t={t}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
