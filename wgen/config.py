@@ -82,6 +82,10 @@ class LoRAConfig:
         None  # module-name suffixes to adapt; None = the size preset's default
     )
     train_norms: bool = True  # also train (and store) the normalisation layers' affine parameters
+    # LoRA A starts random (B = 0). One seed for every concept puts all concepts' weights in
+    # one aligned space: with a per-concept init, A's rows end up in unrelated directions,
+    # and the mean of two concepts' LoRA (or a generator's estimate of it) means nothing.
+    init_seed: int | None = 0  # seed of LoRA A's init, shared by all concepts; None = global RNG
 
 
 @dataclass

@@ -81,6 +81,9 @@ def _inject(generator: nn.Module, peft_config: LoraConfig, train_norms: bool) ->
 def add_lora(generator: nn.Module, cfg: LoRAConfig, size_name: str) -> nn.Module:
     """Inject LoRA with peft's standard init (B = 0, so the output is unchanged) in place.
 
+    A is drawn from ``cfg.init_seed`` (when set) without touching torch's global RNG, so every
+    concept starts from the same A and the collected weights share one coordinate system.
+
     Targets are ``cfg.targets`` or the size preset's default (down/up-sampling convs, the
     output conv and colour skip, the Transformer block's linears). Everything except the
     LoRA matrices and, if ``cfg.train_norms``, the norms' affine parameters is frozen.
@@ -94,7 +97,11 @@ def add_lora(generator: nn.Module, cfg: LoRAConfig, size_name: str) -> nn.Module
         lora_dropout=0.0,
         init_lora_weights=True,
     )
-    return _inject(generator, peft_config, cfg.train_norms)
+    if cfg.init_seed is None:
+        return _inject(generator, peft_config, cfg.train_norms)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.init_seed)
+        return _inject(generator, peft_config, cfg.train_norms)
 
 
 def _trained_norm_keys(model: nn.Module) -> tuple[str, ...]:

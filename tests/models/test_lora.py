@@ -54,6 +54,22 @@ def test_standard_init_leaves_output_unchanged():
     assert torch.equal(add_lora(base, LoRAConfig(), SIZE)(x), expected)  # B = 0
 
 
+def test_every_concept_starts_from_the_same_lora_a_without_touching_the_global_rng():
+    torch.manual_seed(123)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(123)
+    first = trainable_state_dict(_lora_model(seed=0))
+    assert torch.equal(torch.rand(3), expected_draw)  # global RNG untouched
+    torch.manual_seed(999)  # another concept's training seed
+    second = trainable_state_dict(_lora_model(seed=0))
+    other_seed = trainable_state_dict(_lora_model(seed=0, init_seed=1))
+    a_keys = [k for k in first if ".lora_A" in k]
+    assert a_keys
+    for key in a_keys:
+        assert torch.equal(first[key], second[key]), key
+        assert not torch.equal(first[key], other_seed[key]), key
+
+
 @pytest.mark.parametrize("train_norms", [True, False])
 def test_only_lora_and_norms_are_trainable(train_norms):
     model = _lora_model(train_norms=train_norms)

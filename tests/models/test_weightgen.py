@@ -33,13 +33,16 @@ def tiny_base(seed: int = 0) -> BaseGAN:
 
 
 def tiny_generator(seed: int = 0) -> WeightGenerator:
-    """An untrained generator with real statistics: LoRA states at three standard inits."""
+    """An untrained generator with real statistics: LoRA states at three different inits."""
     config = load_config("tiny")
     base = tiny_base()
     manifest = weight_manifest(base, config)
     layout = BlockLayout.from_lengths(manifest.group_lengths, config.denoiser.block_size)
-    torch.manual_seed(seed)
-    rows = [flatten(trainable_state_dict(lora_generator(base, config)), manifest) for _ in range(3)]
+    rows = []
+    for init_seed in range(seed, seed + 3):
+        config.lora.init_seed = init_seed
+        rows.append(flatten(trainable_state_dict(lora_generator(base, config)), manifest))
+    config.lora.init_seed = seed
     codec = BlockCodec.fit(rows, layout, center=True)
     denoiser = build_denoiser(config.denoiser, TEXT_DIM)
     return WeightGenerator(config, denoiser, codec, manifest, "minilm", TEXT_DIM, base)
