@@ -133,6 +133,9 @@ def latency(fn, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="run folder with generator/")
+    parser.add_argument(
+        "--generator", type=Path, default=None, help="generator folder (default: OUT/generator)"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="generation seeds to average over")
     parser.add_argument("--ddim-steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats (median)")
@@ -142,7 +145,7 @@ def main() -> None:
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
 
-    generator = WeightGenerator.load(args.out / GENERATOR_DIR)
+    generator = WeightGenerator.load(args.generator or args.out / GENERATOR_DIR)
     config, manifest, base = generator.config, generator.manifest, generator.base
     store = WeightStore(args.out)
     generator.check_base(store.manifest().fingerprint)

@@ -200,8 +200,9 @@ def run_collect(
     store.save_manifest(weight_manifest(base, config))
     counts = parameter_counts(base, config)
     print0(
-        f"collect: generator {counts['total']:,} parameters; trained per concept: "
+        f"collect: generator {counts['total']:,} parameters; stored per concept: "
         f"{counts['lora']:,} LoRA + {counts['norms']:,} norm = {counts['lora'] + counts['norms']:,}"
+        f", of which {counts['optimised']:,} trained"
     )
 
     if retry:

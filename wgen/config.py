@@ -86,6 +86,11 @@ class LoRAConfig:
     # one aligned space: with a per-concept init, A's rows end up in unrelated directions,
     # and the mean of two concepts' LoRA (or a generator's estimate of it) means nothing.
     init_seed: int | None = 0  # seed of LoRA A's init, shared by all concepts; None = global RNG
+    # Even from one init, a trained A moves 1.3-1.8x its own norm (measured on the demo
+    # collection), and B·A = (B·M)(M⁻¹·A) lets every concept land in its own basis. With A
+    # frozen at the shared init (LoRA-FA, Zhang et al. 2023) a concept's update is B·A with
+    # one A for all, linear in B: the weights of different concepts become comparable.
+    train_a: bool = False  # train LoRA A too (plain LoRA); False = A frozen at the shared init
 
 
 @dataclass

@@ -67,14 +67,18 @@ def norm_parameter_names(model: nn.Module) -> list[str]:
     return names
 
 
-def _inject(generator: nn.Module, peft_config: LoraConfig, train_norms: bool) -> nn.Module:
-    """Inject ``peft_config``'s LoRA in place; leave only LoRA (and norms, if asked) trainable."""
+def _inject(
+    generator: nn.Module, peft_config: LoraConfig, train_norms: bool, train_a: bool = True
+) -> nn.Module:
+    """Inject ``peft_config``'s LoRA in place; leave only LoRA B, A (if ``train_a``) and the
+    norms (if ``train_norms``) trainable. A frozen A is still part of the stored weights."""
     model = inject_adapter_in_model(peft_config, generator, adapter_name=ADAPTER)
     norm_keys = norm_parameter_names(model) if train_norms else []
     setattr(model, _NORM_KEYS_ATTR, tuple(norm_keys))
     trainable = set(norm_keys)
     for name, param in model.named_parameters():
-        param.requires_grad_(name in trainable or ".lora_" in name)
+        is_lora = ".lora_B" in name or (train_a and ".lora_A" in name)
+        param.requires_grad_(name in trainable or is_lora)
     return model
 
 
@@ -85,8 +89,9 @@ def add_lora(generator: nn.Module, cfg: LoRAConfig, size_name: str) -> nn.Module
     concept starts from the same A and the collected weights share one coordinate system.
 
     Targets are ``cfg.targets`` or the size preset's default (down/up-sampling convs, the
-    output conv and colour skip, the Transformer block's linears). Everything except the
-    LoRA matrices and, if ``cfg.train_norms``, the norms' affine parameters is frozen.
+    output conv and colour skip, the Transformer block's linears). Everything except LoRA B,
+    LoRA A if ``cfg.train_a`` and, if ``cfg.train_norms``, the norms' affine parameters is
+    frozen.
     Returns ``generator``.
     """
     targets = cfg.targets or gan_size(size_name).default_lora_targets
@@ -98,10 +103,10 @@ def add_lora(generator: nn.Module, cfg: LoRAConfig, size_name: str) -> nn.Module
         init_lora_weights=True,
     )
     if cfg.init_seed is None:
-        return _inject(generator, peft_config, cfg.train_norms)
+        return _inject(generator, peft_config, cfg.train_norms, cfg.train_a)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
-        return _inject(generator, peft_config, cfg.train_norms)
+        return _inject(generator, peft_config, cfg.train_norms, cfg.train_a)
 
 
 def _trained_norm_keys(model: nn.Module) -> tuple[str, ...]:
@@ -178,11 +183,13 @@ def load_trainable_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) 
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameter counts: the whole model, its LoRA matrices, its trained norm parameters."""
+    """Parameter counts: the whole model, its LoRA matrices and trained norm parameters (the
+    stored weights), and how many of them are optimised (a frozen A is stored, not trained)."""
     norm_keys = set(getattr(model, _NORM_KEYS_ATTR, ()))
-    counts = {"total": 0, "lora": 0, "norms": 0}
+    counts = {"total": 0, "lora": 0, "norms": 0, "optimised": 0}
     for name, param in model.named_parameters():
         counts["total"] += param.numel()
+        counts["optimised"] += param.numel() if param.requires_grad else 0
         counts["lora"] += param.numel() if ".lora_" in name else 0
         counts["norms"] += param.numel() if name in norm_keys else 0
     return counts
@@ -216,6 +223,8 @@ def save_adapter(
         "base_fingerprint": base_fingerprint,
         "gan_size": size_name,
         "norm_keys": list(norm_keys),
+        # whether LoRA A was trained: fine-tuning a loaded adapter keeps the same trainable set
+        "train_a": any(p.requires_grad for n, p in model.named_parameters() if ".lora_A" in n),
     }
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
     lora, norms = _split(trainable_state_dict(model), norm_keys)
@@ -226,7 +235,7 @@ def save_adapter(
 
 
 def read_adapter_metadata(adapter_dir: str | Path) -> dict:
-    """Our entry of ``adapter_config.json``: base fingerprint, GAN size, norm keys."""
+    """Our entry of ``adapter_config.json``: base fingerprint, GAN size, norm keys, train_a."""
     config = json.loads((Path(adapter_dir) / CONFIG_FILE).read_text())
     if _META_KEY not in config:
         raise ValueError(f"{adapter_dir} is a peft adapter but was not written by wgen")
@@ -249,7 +258,8 @@ def load_adapter(
     require_same_base(expected_fingerprint, meta["base_fingerprint"], f"adapter {adapter_dir}")
     del config[_META_KEY]
     norm_keys = tuple(meta["norm_keys"])
-    model = _inject(generator, get_peft_config(config), train_norms=bool(norm_keys))
+    train_a = meta.get("train_a", True)  # adapters written before the field trained A
+    model = _inject(generator, get_peft_config(config), bool(norm_keys), train_a)
     if norm_keys != _trained_norm_keys(model):
         raise ValueError(f"adapter {adapter_dir} trains norms {norm_keys} this generator lacks")
     device = str(next(model.parameters()).device)

@@ -70,16 +70,20 @@ def test_every_concept_starts_from_the_same_lora_a_without_touching_the_global_r
         assert not torch.equal(first[key], other_seed[key]), key
 
 
+@pytest.mark.parametrize("train_a", [True, False])
 @pytest.mark.parametrize("train_norms", [True, False])
-def test_only_lora_and_norms_are_trainable(train_norms):
-    model = _lora_model(train_norms=train_norms)
+def test_only_lora_and_norms_are_trainable(train_norms, train_a):
+    model = _lora_model(train_norms=train_norms, train_a=train_a)
     norms = set(norm_parameter_names(model))
     for name, param in model.named_parameters():
-        should_train = ".lora_" in name or (train_norms and name in norms)
+        lora = ".lora_B" in name or (train_a and ".lora_A" in name)
+        should_train = lora or (train_norms and name in norms)
         assert param.requires_grad == should_train, name
     counts = count_parameters(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert counts["lora"] + counts["norms"] == trainable
+    assert counts["optimised"] == trainable
+    frozen_a = sum(p.numel() for n, p in model.named_parameters() if ".lora_A" in n)
+    assert counts["lora"] + counts["norms"] == trainable + (0 if train_a else frozen_a)
     assert (counts["norms"] > 0) == train_norms
 
 
@@ -121,7 +125,9 @@ def test_trainable_state_dict_is_a_detached_copy_in_parameter_order():
     state = trainable_state_dict(model)
     assert all(".default." not in k for k in state)  # peft's adapter-name-free keys
     expected_order = [
-        n.replace(".default.", ".") for n, p in model.named_parameters() if p.requires_grad
+        n.replace(".default.", ".")
+        for n, p in model.named_parameters()
+        if p.requires_grad or ".lora_A" in n  # a frozen A is stored too
     ]
     assert list(state) == expected_order
     _randomise_trainable(model)
