@@ -11,7 +11,8 @@ higher PSNR are better):
     nearest    the last checkpoint of the training concept nearest by text embedding
     ridge      a linear map text embedding → weights (ridge regression on the training
                checkpoints): the simplest learned text-conditioned generator
-    wgen-1     the generator, one direct step (mean over --seeds)
+    wgen-1     the generator, one direct step from its own t (mean over --seeds); with
+               --t 200,500,800 also wgen-1@tT at each other t
     wgen-ddim  the generator, --ddim-steps DDIM steps (mean over --seeds)
     own        the concept's own collected LoRA (validation concepts were collected too):
                the ceiling, which no method sees
@@ -138,6 +139,11 @@ def main() -> None:
     )
     parser.add_argument("--seeds", default="0,1,2", help="generation seeds to average over")
     parser.add_argument("--ddim-steps", type=int, default=10)
+    parser.add_argument(
+        "--t",
+        default=None,
+        help="single-step t values to compare, comma-separated (default: the generator's own)",
+    )
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats (median)")
     parser.add_argument("--ridge-alpha", type=float, default=1.0, help="ridge baseline's alpha")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -147,6 +153,9 @@ def main() -> None:
 
     generator = WeightGenerator.load(args.generator or args.out / GENERATOR_DIR)
     config, manifest, base = generator.config, generator.manifest, generator.base
+    own_t = config.generate.single_step_t
+    t_values = [int(t) for t in args.t.split(",")] if args.t else [own_t]
+    single = {"wgen-1" if t == own_t else f"wgen-1@t{t}": t for t in t_values}
     store = WeightStore(args.out)
     generator.check_base(store.manifest().fingerprint)
     frame = store.read()
@@ -188,10 +197,14 @@ def main() -> None:
         scores = {"identity": e.evaluate(nn.Identity())}
         scores.update({m: score_lora(base, config, s, e.evaluate) for m, s in states.items()})
         own_delta = flat_state(states["own"], manifest) - mean_flat
-        for name, steps in (("wgen-1", 1), (f"wgen-ddim{args.ddim_steps}", args.ddim_steps)):
+        samplers = [(name, 1, t) for name, t in single.items()]
+        samplers.append((f"wgen-ddim{args.ddim_steps}", args.ddim_steps, own_t))
+        for name, steps, t in samplers:
+            config.generate.single_step_t = t
             generated = [
                 generator.generate_from_embedding(embedding, steps, seed) for seed in seeds
             ]
+            config.generate.single_step_t = own_t
             scores[name] = mean_metrics(
                 [score_lora(base, config, g, e.evaluate) for g in generated]
             )
@@ -216,8 +229,9 @@ def main() -> None:
     summary = table.groupby("method")[list(METRICS)].mean().loc[order]
     l1 = table.pivot(index="concept_id", columns="method", values="l1")[order]
     wins = {
-        f"wgen-1 beats {m}": int((l1["wgen-1"] < l1[m]).sum())
-        for m in ("lora-zero", "mean", "nearest")
+        f"{w} beats {m}": int((l1[w] < l1[m]).sum())
+        for w in single
+        for m in ("lora-zero", "mean", "nearest", "ridge")
     }
     pd.set_option("display.width", 200)
     print(
@@ -226,7 +240,7 @@ def main() -> None:
     print(summary.round(4).to_string())
     print("\nL1 per concept:")
     print(l1.round(4).to_string())
-    print(f"\nwgen-1 has the lower L1 on: {wins} (of {len(evals)})")
+    print(f"\nConcepts where the generator has the lower L1: {wins} (of {len(evals)})")
     geo = pd.DataFrame(geometry).groupby("method")[["cos_lora", "cos_norms", "norm_ratio"]].mean()
     print("\nGenerated minus mean vs own minus mean (cosine; 1 = straight towards the concept):")
     print(geo.round(3).to_string())

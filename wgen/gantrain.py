@@ -28,7 +28,7 @@ from wgen.lora import add_lora, count_parameters, load_trainable_state_dict, tra
 from wgen.losses import discriminator_loss, generator_loss
 from wgen.metrics import FeatureExtractor, ReferenceStats, evaluate_generator, uint8_to_model
 from wgen.models.gan import build_discriminator, build_generator, fingerprint
-from wgen.runtime import read_json, write_json
+from wgen.runtime import read_json, torch_threads, write_json
 
 
 def concept_seed(seed: int, concept_id: str) -> int:
@@ -305,8 +305,9 @@ def train_base(config: Config, pairs: list[ConceptPairs]) -> BaseGAN:
         generator, discriminator, config.gan, config.gan.lr, pairs, config.data.seed
     )
     start = time.perf_counter()
-    for _ in range(config.gan.base_steps):
-        losses = trainer.step()
+    with torch_threads(config.gan.threads):  # the driver's default would oversubscribe
+        for _ in range(config.gan.base_steps):
+            losses = trainer.step()
     seconds = time.perf_counter() - start
     return BaseGAN(
         size=config.gan.size,

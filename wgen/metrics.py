@@ -66,6 +66,8 @@ import torch
 import torch.nn.functional as F
 from threadpoolctl import ThreadpoolController
 
+from wgen.runtime import torch_threads
+
 EXTRACTOR_NAMES = ("auto", "inception", "offline")
 INCEPTION_ENV = "WGEN_INCEPTION_PATH"  # folder holding INCEPTION_FILENAME
 INCEPTION_FILENAME = "inception-2015-12-05.pt"  # the file clean-fid downloads and loads
@@ -179,13 +181,8 @@ def _single_threaded() -> Iterator[None]:
     at dim 128 1.3 s with 2 BLAS threads, 14 ms with 1. The torch setting is process-wide, so
     another Python thread running torch at the same moment also runs on one thread meanwhile.
     """
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with _threadpools().limit(limits=1, user_api="blas"):
-            yield
-    finally:
-        torch.set_num_threads(torch_threads)
+    with torch_threads(1), _threadpools().limit(limits=1, user_api="blas"):
+        yield
 
 
 def _frechet_from_stats(

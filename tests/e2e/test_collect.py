@@ -138,23 +138,29 @@ def test_an_interrupted_run_resumes_without_duplicates(ray_local, pairs_run, tmp
     out = fresh_run(pairs_run, tmp_path)
     config_args = ["--preset", "tiny", "--out", str(out)] + [a for s in SLOW for a in ("--set", s)]
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    job = subprocess.Popen(
-        [sys.executable, "-m", "rayjobs.collect", *config_args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    log = tmp_path / "job.log"
+    with log.open("wb") as sink:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "rayjobs.collect", *config_args],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     store = WeightStore(out)
-    deadline = time.time() + 240
-    while not store.statuses() and time.time() < deadline and job.poll() is None:
+    start = time.time()
+    while not store.statuses() and time.time() < start + 240 and job.poll() is None:
         time.sleep(0.2)
+    exit_code = job.poll()
     os.killpg(job.pid, signal.SIGKILL)  # the whole job, driver first
     job.wait()
     finished_before = {
         c: (store.status_dir / f"{c}.json").stat().st_mtime_ns for c in store.statuses()
     }
-    assert finished_before, "the interrupted run finished no concept before the kill"
+    assert finished_before, (
+        f"the job finished no concept in {time.time() - start:.0f} s before the kill "
+        f"(exit code {exit_code}); its output ends:\n{log.read_text()[-3000:]}"
+    )
 
     config = load_config("tiny", SLOW)
     run_collect(config, out)
