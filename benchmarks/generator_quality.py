@@ -12,7 +12,7 @@ higher PSNR are better):
     ridge      a linear map text embedding → weights (ridge regression on the training
                checkpoints): the simplest learned text-conditioned generator
     wgen-1     the generator, one direct step from its own t (mean over --seeds); with
-               --t 200,500,800 also wgen-1@tT at each other t
+               --t 200,500,800 / --guidance 0,1,3 also wgen-1@tT@wW at each (t, w)
     wgen-ddim  the generator, --ddim-steps DDIM steps (mean over --seeds)
     own        the concept's own collected LoRA (validation concepts were collected too):
                the ceiling, which no method sees
@@ -140,6 +140,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="generation seeds to average over")
     parser.add_argument("--ddim-steps", type=int, default=10)
     parser.add_argument(
+        "--guidance",
+        default=None,
+        help="classifier-free guidance weights w to compare for the single step, comma-separated"
+        " (needs a generator trained with denoiser.cond_drop > 0; default: its own)",
+    )
+    parser.add_argument(
         "--t",
         default=None,
         help="single-step t values to compare, comma-separated (default: the generator's own)",
@@ -153,9 +159,14 @@ def main() -> None:
 
     generator = WeightGenerator.load(args.generator or args.out / GENERATOR_DIR)
     config, manifest, base = generator.config, generator.manifest, generator.base
-    own_t = config.generate.single_step_t
+    own_t, own_w = config.generate.single_step_t, config.generate.guidance
     t_values = [int(t) for t in args.t.split(",")] if args.t else [own_t]
-    single = {"wgen-1" if t == own_t else f"wgen-1@t{t}": t for t in t_values}
+    w_values = [float(w) for w in args.guidance.split(",")] if args.guidance else [own_w]
+    single = {  # name → (t, w); "wgen-1" is the generator's own setting
+        "wgen-1" + (f"@t{t}" if t != own_t else "") + (f"@w{w:g}" if w != own_w else ""): (t, w)
+        for t in t_values
+        for w in w_values
+    }
     store = WeightStore(args.out)
     generator.check_base(store.manifest().fingerprint)
     frame = store.read()
@@ -197,14 +208,14 @@ def main() -> None:
         scores = {"identity": e.evaluate(nn.Identity())}
         scores.update({m: score_lora(base, config, s, e.evaluate) for m, s in states.items()})
         own_delta = flat_state(states["own"], manifest) - mean_flat
-        samplers = [(name, 1, t) for name, t in single.items()]
-        samplers.append((f"wgen-ddim{args.ddim_steps}", args.ddim_steps, own_t))
-        for name, steps, t in samplers:
-            config.generate.single_step_t = t
+        samplers = [(name, 1, t, w) for name, (t, w) in single.items()]
+        samplers.append((f"wgen-ddim{args.ddim_steps}", args.ddim_steps, own_t, own_w))
+        for name, steps, t, w in samplers:
+            config.generate.single_step_t, config.generate.guidance = t, w
             generated = [
                 generator.generate_from_embedding(embedding, steps, seed) for seed in seeds
             ]
-            config.generate.single_step_t = own_t
+            config.generate.single_step_t, config.generate.guidance = own_t, own_w
             scores[name] = mean_metrics(
                 [score_lora(base, config, g, e.evaluate) for g in generated]
             )
