@@ -9,6 +9,9 @@ higher PSNR are better):
     lora-zero  LoRA at peft's standard init (B = 0): the base GAN itself
     mean       the mean of all training checkpoints' flat vectors
     nearest    the last checkpoint of the training concept nearest by text embedding
+    nearest-edit  the same, for the training concept whose edit program is closest (L1
+               over primitive strengths): an oracle no text encoder sees, which tells
+               whether the weights transfer between similar edits at all
     ridge      a linear map text embedding → weights (ridge regression on the training
                checkpoints): the simplest learned text-conditioned generator
     wgen-1     the generator, one direct step from its own t (mean over --seeds); with
@@ -40,8 +43,10 @@ import torch
 from torch import nn
 
 from wgen.blockdata import row_vectors
+from wgen.concepts import Concept
 from wgen.diffusion import masked_mse
 from wgen.metrics import build_feature_extractor
+from wgen.pairs import CONCEPTS_FILE, load_concepts
 from wgen.quality import METRICS, concept_evals, mean_metrics, score_lora
 from wgen.textcache import cached_embeddings
 from wgen.train import GENERATOR_DIR
@@ -82,6 +87,12 @@ def fit_ridge(
     x = embeddings - x_mean
     coef = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ (weights - y_mean))
     return x_mean, y_mean, coef
+
+
+def edit_distance(a: Concept, b: Concept) -> float:
+    """L1 distance between two edit programs as {primitive: strength} (absent = 0)."""
+    sa, sb = dict(a.edits), dict(b.edits)
+    return sum(abs(sa.get(k, 0.0) - sb.get(k, 0.0)) for k in sa.keys() | sb.keys())
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -182,6 +193,7 @@ def main() -> None:
     )
     train_ids = sorted(last.index)
     train_matrix = np.stack([embedded[texts[c]] for c in train_ids])
+    programs = {c.id: c for c in load_concepts(args.out / CONCEPTS_FILE)}
 
     extractor = build_feature_extractor(config.collect.feature_extractor)
     evals = concept_evals(args.out, sorted(val["concept_id"].unique()), config, extractor)
@@ -195,11 +207,13 @@ def main() -> None:
         embedding = embedded[e.text]
         similarity = train_matrix @ embedding
         nearest_id = train_ids[int(np.argmax(similarity))]
+        edit_id = min(train_ids, key=lambda c: edit_distance(programs[e.concept_id], programs[c]))
         own_row = val[val["concept_id"] == e.concept_id].sort_values("checkpoint").iloc[-1]
         states = {
             "lora-zero": None,
             "mean": mean_state,
             "nearest": checkpoint_state(last.loc[nearest_id], manifest, base.fingerprint),
+            "nearest-edit": checkpoint_state(last.loc[edit_id], manifest, base.fingerprint),
             "ridge": unflatten(
                 split_flat(y_mean + (embedding - x_mean) @ coef, manifest.group_lengths), manifest
             ),
@@ -232,7 +246,9 @@ def main() -> None:
         for method, metrics in scores.items():
             rows.append({"concept_id": e.concept_id, "text": e.text, "method": method, **metrics})
         print(
-            f"{e.concept_id} {e.text!r}: nearest training concept {nearest_id} {texts[nearest_id]!r} (cos {similarity.max():.2f})"
+            f"{e.concept_id} {e.text!r}: nearest training concept {nearest_id} "
+            f"{texts[nearest_id]!r} (cos {similarity.max():.2f}); nearest edit {edit_id} "
+            f"{texts[edit_id]!r}"
         )
 
     table = pd.DataFrame(rows)
@@ -242,7 +258,7 @@ def main() -> None:
     wins = {
         f"{w} beats {m}": int((l1[w] < l1[m]).sum())
         for w in single
-        for m in ("lora-zero", "mean", "nearest", "ridge")
+        for m in ("lora-zero", "mean", "nearest", "nearest-edit", "ridge")
     }
     pd.set_option("display.width", 200)
     print(
