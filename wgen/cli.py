@@ -4,6 +4,8 @@ the stage. ``python -m rayjobs.<stage>`` runs the same commands with the same fl
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -36,11 +38,8 @@ def resolve_config(
     preset: str, overrides: list[str] | None, out: Path | None, stage: str
 ) -> Config:
     """Build the config; a bad preset/key/value exits with the message instead of a traceback."""
-    try:
+    with exits_on(ConfigError):
         config = load_config(preset, overrides or [])
-    except ConfigError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     if out is not None:
         path = config.save(Path(out) / f"config.{stage}.yaml")
         typer.echo(f"{stage}: preset {preset}, resolved config written to {path}")
@@ -52,17 +51,24 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+@contextmanager
+def exits_on(*errors: type[Exception]) -> Iterator[None]:
+    """Bad input raised as one of ``errors`` becomes a one-line message and exit code 2."""
+    try:
+        yield
+    except errors as err:
+        fail(str(err))
+
+
 @app.command()
 def concepts(preset: PresetOption = "demo", set_: SetOption = None) -> None:
     """Print the concepts of a preset, one a line: split, tab, text."""
     from wgen.concepts import make_concepts
 
     config = resolve_config(preset, set_, None, "concepts")
-    try:
+    with exits_on(ValueError):
         for concept in make_concepts(config.data):
             typer.echo(f"{concept.split}\t{concept.text}")
-    except ValueError as err:
-        fail(str(err))
 
 
 @app.command()
@@ -80,10 +86,8 @@ def pairs(
 
     overrides = list(set_ or []) + ([f"data.images_dir={images}"] if images else [])
     config = resolve_config(preset, overrides, out, "pairs")
-    try:
+    with exits_on(ValueError):
         run_pairs(config, out, force=force)
-    except ValueError as err:
-        fail(str(err))
 
 
 @app.command()
@@ -101,10 +105,8 @@ def collect(
     from wgen.collect import run_collect
 
     config = resolve_config(preset, set_, out, "collect")
-    try:
+    with exits_on(ValueError, FileNotFoundError):
         run_collect(config, out, force=force, retry=retry)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
 
 
 @app.command()
@@ -118,10 +120,8 @@ def train(
     from wgen.train import run_train
 
     config = resolve_config(preset, set_, out, "train")
-    try:
+    with exits_on(ValueError, FileNotFoundError):
         run_train(config, out, force=force)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
 
 
 @app.command()
@@ -148,10 +148,8 @@ def generate(
 
     if steps is not None and steps < 1:
         fail(f"--steps must be at least 1, got {steps}")
-    try:
+    with exits_on(ValueError, FileNotFoundError, FileExistsError):
         run_generate(generator, concept, out, steps=steps, seed=seed, base_dir=base)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        fail(str(err))
 
 
 @app.command()
@@ -164,10 +162,8 @@ def demo(
     from wgen.pipeline import run_demo
 
     config = resolve_config(preset, set_, out, "demo")
-    try:
+    with exits_on(ValueError, FileNotFoundError):
         run_demo(config, out)
-    except (ValueError, FileNotFoundError) as err:
-        fail(str(err))
 
 
 def main() -> None:  # pragma: no cover - console entry point

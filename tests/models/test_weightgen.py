@@ -16,6 +16,7 @@ from wgen.gantrain import BaseGAN, lora_generator
 from wgen.lora import load_adapter, trainable_state_dict
 from wgen.models.denoiser import build_denoiser
 from wgen.models.gan import build_discriminator, build_generator, fingerprint
+from wgen.runtime import torch_threads
 from wgen.weightformat import WeightFormatError, flatten
 from wgen.weightgen import GeneratorFolderError, WeightGenerator
 
@@ -51,10 +52,8 @@ def tiny_generator(seed: int = 0) -> WeightGenerator:
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One torch thread, as generation runs (two threads on a busy 2-core CPU were 30x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from torch import nn
 from wgen.config import DenoiserConfig, GenerateConfig
 from wgen.diffusion import PREDICTION_TYPES, WeightDiffusion, guided_prediction, masked_mse
 from wgen.models.denoiser import build_denoiser
+from wgen.runtime import torch_threads
 
 B_SIZE = 16  # b
 TEXT_DIM = 8
@@ -168,10 +169,8 @@ def test_sample_dispatches_on_steps() -> None:
 def one_thread():
     """Batches of 32 tiny blocks gain nothing from threads, and lose a lot when the
     machine is busy (OpenMP threads wait on each other); restore the count afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def test_loss_goes_down_when_fitting_a_tiny_denoiser(one_thread: None) -> None:
