@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from wgen.collect import collect_one, concept_pairs, run_collect, select_concepts
+from wgen.collect.stage import collect_one, run_collect, select_concepts
 from wgen.config import load_config
-from wgen.gantrain import BASE_DIR, BaseGAN
-from wgen.metrics import build_feature_extractor
-from wgen.pairs import read_pairs
-from wgen.runtime import init_ray
-from wgen.weightstore import WeightStore
+from wgen.core.runtime import init_ray
+from wgen.data.pairs import read_pairs
+from wgen.gan.metrics import build_feature_extractor
+from wgen.gan.training import BASE_DIR, BaseGAN, concept_pairs
+from wgen.weights.store import WeightStore
 
 
 def scratch_run(out: Path, name: str) -> Path:
@@ -40,7 +40,7 @@ def scratch_run(out: Path, name: str) -> Path:
 
 def plain_loop(config, out: Path, run: Path, ids: list[str]) -> float:
     """The same work without Ray: one process, one concept after another."""
-    from wgen.collect import weight_manifest
+    from wgen.gan.training import weight_manifest
 
     torch.set_num_threads(config.gan.threads)
     base = BaseGAN.load(out / BASE_DIR)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from wgen.plots import convergence_plot
-from wgen.weightstore import WeightStore
+from wgen.core.plots import convergence_plot
+from wgen.weights.store import WeightStore
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 For every validation concept of a run folder with a trained generator (``wgen train``), the
 base GAN is loaded with LoRA from each method and scored on the concept's held-back pairs
-(`wgen.gantrain.Evaluator`: paired L1 on [0, 1], PSNR, Fréchet distance; lower L1 / FD and
+(`wgen.gan.training.Evaluator`: paired L1 on [0, 1], PSNR, Fréchet distance; lower L1 / FD and
 higher PSNR are better):
 
     identity   the source image unchanged (reference: what "no edit" scores)
@@ -42,17 +42,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from wgen.blockdata import row_vectors
-from wgen.concepts import Concept
-from wgen.diffusion import masked_mse
-from wgen.metrics import build_feature_extractor
-from wgen.pairs import CONCEPTS_FILE, load_concepts
-from wgen.quality import METRICS, concept_evals, mean_metrics, score_lora
-from wgen.textcache import cached_embeddings
-from wgen.train import GENERATOR_DIR
-from wgen.weightformat import flatten, unflatten
-from wgen.weightgen import WeightGenerator
-from wgen.weightstore import WeightStore, checkpoint_state
+from wgen.data.concepts import Concept
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts
+from wgen.gan.metrics import build_feature_extractor
+from wgen.gan.quality import METRICS, concept_evals, mean_metrics, score_lora
+from wgen.generator.checkpoint import WeightGenerator
+from wgen.generator.dataset import row_vectors
+from wgen.generator.diffusion import masked_mse
+from wgen.generator.fit import GENERATOR_DIR
+from wgen.generator.textcache import cached_embeddings
+from wgen.weights.format import flatten, unflatten
+from wgen.weights.store import WeightStore, checkpoint_state
 
 
 def flat_rows(frame: pd.DataFrame, n_groups: int) -> np.ndarray:

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wgen.collect import concept_pairs
 from wgen.config import load_config
-from wgen.gantrain import BASE_DIR, BaseGAN, train_lora, train_scratch
-from wgen.metrics import build_feature_extractor, paired_l1
-from wgen.pairs import read_pairs
+from wgen.data.pairs import read_pairs
+from wgen.gan.metrics import build_feature_extractor, paired_l1
+from wgen.gan.training import BASE_DIR, BaseGAN, concept_pairs, train_lora, train_scratch
 
 
 def final(run, smooth: int) -> float:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from wgen.pairs import decode_png, load_concepts, read_pairs
-from wgen.plots import image_grid
+from wgen.core.plots import image_grid
+from wgen.data.images import decode_png
+from wgen.data.pairs import load_concepts, read_pairs
 
 
 def pick_concepts(concepts, n: int):

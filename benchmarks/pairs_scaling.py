@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from wgen.config import load_config
-from wgen.pairs import run_pairs
-from wgen.runtime import init_ray
+from wgen.core.runtime import init_ray
+from wgen.data.pairs import run_pairs
 
 
 def main() -> None:

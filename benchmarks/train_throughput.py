@@ -1,6 +1,6 @@
 """Ray Train throughput of the weight generator: blocks per second with 1 and 2 workers.
 
-Runs `wgen.train.fit_generator` on a run folder's weight dataset for a few epochs per worker
+Runs `wgen.generator.fit.fit_generator` on a run folder's weight dataset for a few epochs per worker
 count (each in its own throw-away storage folder, so the run's own training is untouched)
 and reports, per worker count, the blocks per second summed over workers (the median over
 the epochs after the first, whose figure includes the data pipeline's start-up), the time
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from wgen.config import load_config
-from wgen.runtime import init_ray, read_json
-from wgen.train import TRAIN_STATE_FILE, fit_generator
+from wgen.core.runtime import init_ray, read_json
+from wgen.generator.fit import TRAIN_STATE_FILE, fit_generator
 
 
 def measure(config, out: Path, workers: int, storage: Path) -> dict:

@@ -19,7 +19,7 @@ def ray_local():
     """A real local Ray head shared by every Ray test of the session."""
     import ray
 
-    from wgen.runtime import init_ray
+    from wgen.core.runtime import init_ray
 
     # 4 logical CPUs on a 2-core machine: fractional actors plus read tasks never starve.
     init_ray(num_cpus=4)

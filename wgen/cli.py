@@ -63,7 +63,7 @@ def exits_on(*errors: type[Exception]) -> Iterator[None]:
 @app.command()
 def concepts(preset: PresetOption = "demo", set_: SetOption = None) -> None:
     """Print the concepts of a preset, one a line: split, tab, text."""
-    from wgen.concepts import make_concepts
+    from wgen.data.concepts import make_concepts
 
     config = resolve_config(preset, set_, None, "concepts")
     with exits_on(ValueError):
@@ -82,7 +82,7 @@ def pairs(
     force: ForceOption = False,
 ) -> None:
     """Edit source crops for every concept on Ray Data; write <out>/pairs/*.parquet."""
-    from wgen.pairs import run_pairs
+    from wgen.data.pairs import run_pairs
 
     overrides = list(set_ or []) + ([f"data.images_dir={images}"] if images else [])
     config = resolve_config(preset, overrides, out, "pairs")
@@ -102,7 +102,7 @@ def collect(
     ] = False,
 ) -> None:
     """Train the base GAN, then every concept's LoRA on a Ray actor pool; write <out>/weights/."""
-    from wgen.collect import run_collect
+    from wgen.collect.stage import run_collect
 
     config = resolve_config(preset, set_, out, "collect")
     with exits_on(ValueError, FileNotFoundError):
@@ -117,7 +117,7 @@ def train(
     force: ForceOption = False,
 ) -> None:
     """Fit the weight generator on <out>/weights with Ray Train; write <out>/generator/."""
-    from wgen.train import run_train
+    from wgen.generator.fit import run_train
 
     config = resolve_config(preset, set_, out, "train")
     with exits_on(ValueError, FileNotFoundError):
@@ -144,7 +144,7 @@ def generate(
     ] = None,
 ) -> None:
     """Generate a LoRA for a new concept and write it as a peft adapter; prints the time."""
-    from wgen.generate import run_generate
+    from wgen.generator.generate import run_generate
 
     if steps is not None and steps < 1:
         fail(f"--steps must be at least 1, got {steps}")

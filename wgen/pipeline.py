@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wgen.collect import run_collect
+from wgen.collect.stage import run_collect
 from wgen.config import Config
-from wgen.generate import run_generate
-from wgen.pairs import CONCEPTS_FILE, load_concepts, run_pairs
-from wgen.runtime import print0
-from wgen.train import GENERATOR_DIR, run_train
+from wgen.core.runtime import print0
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts, run_pairs
+from wgen.generator.fit import GENERATOR_DIR, run_train
+from wgen.generator.generate import run_generate
 
 STAGES_TO_COME = ["tune", "bench", "distill", "pdiff"]
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from wgen.collect import run_collect, select_concepts
+from wgen.collect.stage import run_collect, select_concepts
 from wgen.config import load_config
-from wgen.gantrain import BASE_DIR, BaseGAN, lora_generator
-from wgen.lora import load_trainable_state_dict
+from wgen.data.pairs import read_pairs, run_pairs
+from wgen.gan.lora import load_trainable_state_dict
+from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
 from wgen.models.gan import build_generator, fingerprint
-from wgen.pairs import read_pairs, run_pairs
-from wgen.weightformat import WeightFormatError
-from wgen.weightstore import WeightStore, checkpoint_state
+from wgen.weights.format import WeightFormatError
+from wgen.weights.store import WeightStore, checkpoint_state
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from wgen.cli import app
 from wgen.config import load_config
-from wgen.pairs import decode_png, load_concepts, read_pairs, run_pairs
+from wgen.data.images import decode_png
+from wgen.data.pairs import load_concepts, read_pairs, run_pairs
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(240)]
 

@@ -16,14 +16,14 @@ import torch
 from typer.testing import CliRunner
 
 from wgen.cli import app
-from wgen.collect import collect_one, concept_pairs, ensure_base, select_concepts, weight_manifest
+from wgen.collect.stage import collect_one, ensure_base, select_concepts
 from wgen.config import load_config
-from wgen.gantrain import BASE_DIR, BaseGAN
-from wgen.lora import load_adapter, trainable_state_dict
-from wgen.metrics import build_feature_extractor
-from wgen.models.gan import build_discriminator, build_generator, fingerprint
-from wgen.pairs import read_pairs, run_pairs
-from wgen.train import (
+from wgen.data.pairs import read_pairs, run_pairs
+from wgen.gan.lora import load_adapter, trainable_state_dict
+from wgen.gan.metrics import build_feature_extractor
+from wgen.gan.training import BASE_DIR, BaseGAN, concept_pairs, weight_manifest
+from wgen.generator.checkpoint import WeightGenerator
+from wgen.generator.fit import (
     GENERATOR_DIR,
     PROGRESS_DIR,
     fit_generator,
@@ -31,8 +31,8 @@ from wgen.train import (
     run_name,
     run_train,
 )
-from wgen.weightgen import WeightGenerator
-from wgen.weightstore import WeightStore
+from wgen.models.gan import build_discriminator, build_generator, fingerprint
+from wgen.weights.store import WeightStore
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 
@@ -92,7 +92,7 @@ def test_train_exports_a_generator_that_rebuilds_itself(trained):
     run_dir = trained / "ray_results" / run_name(tiny())
     checkpoints = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
     assert checkpoints and (checkpoints[-1] / "optimizer.safetensors").exists()
-    assert (trained / "weights" / "text" / "minilm.parquet").exists(), "embeddings are cached"
+    assert (trained / "text" / "minilm.parquet").exists(), "embeddings are cached"
 
 
 def test_a_rerun_resumes_from_the_latest_checkpoint_and_a_finished_run_is_skipped(trained):

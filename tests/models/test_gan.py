@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wgen.config import LoRAConfig
-from wgen.lora import add_lora, count_parameters
+from wgen.gan.lora import add_lora, count_parameters
 from wgen.models.gan import GAN_SIZES, build_discriminator, build_generator, fingerprint
 
 FORWARD_SIZES = ["tiny", "demo"]  # cluster (256×256) is built and counted, not run

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from wgen.config import DataConfig
-from wgen.editors import build_editor
+from wgen.data.editors import build_editor
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -108,7 +108,7 @@ def test_editor_edits_a_batch_from_a_saved_pipeline(tiny_pipeline_dir: Path) -> 
 
 
 def test_output_is_resized_back_to_an_odd_input_size(tiny_pipeline_dir: Path) -> None:
-    from wgen.editors.instruct_pix2pix import InstructPix2PixEditor
+    from wgen.data.editors.instruct_pix2pix import InstructPix2PixEditor
 
     editor = InstructPix2PixEditor(tiny_pipeline_dir, num_inference_steps=1, max_batch=1)
     images = np.zeros((2, 21, 27, 3), dtype=np.uint8)  # not a multiple of the VAE factor
@@ -117,7 +117,7 @@ def test_output_is_resized_back_to_an_odd_input_size(tiny_pipeline_dir: Path) ->
 
 
 def test_missing_model_dir_names_path_and_expected_files(tmp_path: Path) -> None:
-    from wgen.editors.instruct_pix2pix import InstructPix2PixEditor
+    from wgen.data.editors.instruct_pix2pix import InstructPix2PixEditor
 
     missing = tmp_path / "nowhere"
     with pytest.raises(FileNotFoundError, match="nowhere.*does not exist.*model_index.json"):

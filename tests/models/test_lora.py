@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig
 
 from wgen.config import LoRAConfig
-from wgen.lora import (
+from wgen.gan.lora import (
     CONFIG_FILE,
     NORMS_FILE,
     WEIGHTS_FILE,
@@ -23,7 +23,7 @@ from wgen.lora import (
     save_adapter,
     trainable_state_dict,
 )
-from wgen.losses import generator_loss
+from wgen.gan.losses import generator_loss
 from wgen.models.gan import GAN_SIZES, build_discriminator, build_generator, fingerprint
 
 SIZE = "tiny"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from wgen.text import (
+from wgen.generator.text import (
     CLIPTextEncoder,
     MiniLMEncoder,
     TextEncoder,

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from wgen.blockdata import (
+from wgen.generator.dataset import (
     BlockCodec,
     BlockData,
     cut_rows,
@@ -15,10 +15,10 @@ from wgen.blockdata import (
     load_block_data,
     row_vectors,
 )
-from wgen.blocks import BlockLayout
-from wgen.textcache import cached_embeddings, encoder_slug, text_cache_path
-from wgen.weightformat import Selection, build_manifest
-from wgen.weightstore import WeightStore
+from wgen.generator.textcache import cached_embeddings, encoder_slug, text_cache_path
+from wgen.weights.blocks import BlockLayout
+from wgen.weights.format import Selection, build_manifest
+from wgen.weights.store import WeightStore
 
 SHAPES = {"a.lora_A.weight": (3, 4), "a.lora_B.weight": (5, 3), "n.weight": (7,)}
 ENCODER = "counting-encoder"
@@ -167,7 +167,7 @@ def test_text_cache_embeds_each_text_once(tmp_path):
     again = cached_embeddings(tmp_path, ENCODER, ["b", "c"], encoder)
     assert encoder.calls == ["a", "b", "c"], "only the new text is embedded"
     np.testing.assert_array_equal(again["b"], first["b"])
-    assert text_cache_path(tmp_path, ENCODER).parent == tmp_path / "weights" / "text"
+    assert text_cache_path(tmp_path, ENCODER).parent == tmp_path / "text"
     with pytest.raises(ValueError, match="empty"):
         cached_embeddings(tmp_path, ENCODER, [" "], encoder)
 

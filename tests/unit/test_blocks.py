@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wgen.blocks import BlockLayout, BlockStats, from_blocks, rows_to_blocks, to_blocks
+from wgen.weights.blocks import BlockLayout, BlockStats, from_blocks, rows_to_blocks, to_blocks
 
 LENGTHS = [48, 5, 130, 64, 1]
 

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from wgen.concepts import (
+from wgen.config import DataConfig, load_config
+from wgen.data.concepts import (
     CATEGORIES,
     PRIMITIVES,
     STRENGTHS,
@@ -20,7 +21,6 @@ from wgen.concepts import (
     template_words,
     tokenize,
 )
-from wgen.config import DataConfig, load_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -74,7 +74,7 @@ def test_deterministic_and_seeded() -> None:
 
 def test_same_concepts_in_another_process() -> None:
     """Ray workers regenerate concepts: set ordering (hash seeds) must not leak into them."""
-    code = "from wgen.concepts import make_concepts; from wgen.config import DataConfig; "
+    code = "from wgen.data.concepts import make_concepts; from wgen.config import DataConfig; "
     code += "print(repr([(c.text, c.edits) for c in make_concepts(DataConfig())]))"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

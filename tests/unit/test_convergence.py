@@ -1,6 +1,6 @@
 import pytest
 
-from wgen.convergence import ConvergenceMonitor
+from wgen.gan.convergence import ConvergenceMonitor
 
 
 def test_converges_after_patience_evaluations_without_progress():

@@ -7,9 +7,14 @@ import torch
 from torch import nn
 
 from wgen.config import DenoiserConfig, GenerateConfig
-from wgen.diffusion import PREDICTION_TYPES, WeightDiffusion, guided_prediction, masked_mse
+from wgen.core.runtime import torch_threads
+from wgen.generator.diffusion import (
+    PREDICTION_TYPES,
+    WeightDiffusion,
+    guided_prediction,
+    masked_mse,
+)
 from wgen.models.denoiser import build_denoiser
-from wgen.runtime import torch_threads
 
 B_SIZE = 16  # b
 TEXT_DIM = 8

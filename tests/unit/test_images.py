@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from wgen.config import DataConfig
-from wgen.images import builtin_photos, crop_pool, folder_photos, load_photos, to_rgb_uint8
+from wgen.data.images import builtin_photos, crop_pool, folder_photos, load_photos, to_rgb_uint8
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from wgen.losses import discriminator_loss, generator_loss, paired_metrics
+from wgen.gan.losses import discriminator_loss, generator_loss, paired_metrics
 
 
 class ConstantCritic(nn.Module):

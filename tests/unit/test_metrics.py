@@ -11,7 +11,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from wgen import metrics
+from wgen.gan import metrics
 
 # SHA-256 of the offline extractor's conv weights. It must never change: FD values recorded
 # with the offline extractor are only comparable while it holds. If this fails, the weights

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wgen.concepts import MEDIUM, PRIMITIVES, STRONG, WEAK, make_concepts
 from wgen.config import DataConfig, load_config
-from wgen.editors import build_editor
-from wgen.editors.procedural import (
+from wgen.data.concepts import MEDIUM, PRIMITIVES, STRONG, WEAK, make_concepts
+from wgen.data.editors import build_editor
+from wgen.data.editors.procedural import (
     EFFECTS,
     ProceduralEditor,
     UnknownWordsError,

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from wgen.config import LoRAConfig
-from wgen.lora import add_lora, load_trainable_state_dict, trainable_state_dict
+from wgen.gan.lora import add_lora, load_trainable_state_dict, trainable_state_dict
 from wgen.models.gan import build_generator, fingerprint
-from wgen.weightformat import (
+from wgen.weights.format import (
     Manifest,
     Selection,
     WeightFormatError,

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from wgen.weightformat import Selection, WeightFormatError, build_manifest
-from wgen.weightstore import WeightStore, checkpoint_state
+from wgen.weights.format import Selection, WeightFormatError, build_manifest
+from wgen.weights.store import WeightStore, checkpoint_state
 
 
 def manifest():

@@ -5,7 +5,7 @@ ResBlocks and Transformer blocks denoises one block w_n of b weights; the block 
 enters as SinEnc(n, d) → MLP added to the timestep embedding in every ResBlock, and the
 text embedding τ(T) enters by cross-attention.
 
-The network knows nothing of noise schedules (`wgen.diffusion` owns them): it maps
+The network knows nothing of noise schedules (`wgen.generator.diffusion` owns them): it maps
 (noised block, timestep, block index, text) to one output of the block's shape, which
 the diffusion module reads as ε, x0 or v.
 

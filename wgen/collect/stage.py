@@ -3,7 +3,7 @@
 Ray Data streams the pairs from Parquet and groups them by concept; a pool of
 `ConceptTrainer` actors consumes the groups, trains each concept's LoRA from the base GAN
 until convergence, and writes the K post-convergence checkpoints of that concept as its own
-Parquet file (`wgen.weightstore`). Finished concepts are skipped on a re-run; a concept
+Parquet file (`wgen.weights.store`). Finished concepts are skipped on a re-run; a concept
 whose actor dies is retried by Ray, and recorded as failed after `collect.max_retries`.
 """
 
@@ -19,22 +19,20 @@ import numpy as np
 import pandas as pd
 
 from wgen.config import Config
-from wgen.gantrain import (
+from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, write_json
+from wgen.data.pairs import PAIRS_DIR, pairs_done, read_pairs
+from wgen.gan.training import (
     BASE_DIR,
     BaseGAN,
     ConceptPairs,
-    lora_generator,
+    concept_pairs,
     parameter_counts,
     train_base,
     train_lora,
+    weight_manifest,
 )
-from wgen.lora import trainable_state_dict
-from wgen.pairs import PAIRS_DIR, pairs_done, read_pairs
-from wgen.runtime import init_ray, print0, write_json
-from wgen.weightformat import Manifest, Selection, build_manifest, flatten
-from wgen.weightstore import WeightStore
-
-SUCCESS_FILE = "_SUCCESS.json"
+from wgen.weights.format import flatten
+from wgen.weights.store import WeightStore
 
 
 def select_concepts(concepts: pd.DataFrame, max_concepts: int | None) -> list[str]:
@@ -50,13 +48,6 @@ def select_concepts(concepts: pd.DataFrame, max_concepts: int | None) -> list[st
         return val + train
     n_val = min(len(val), max(2, max_concepts // 6))
     return val[:n_val] + train[: max(0, max_concepts - n_val)]
-
-
-def concept_pairs(frame: pd.DataFrame, config: Config) -> list[ConceptPairs]:
-    return [
-        ConceptPairs.from_frame(group, config.collect.eval_pairs)
-        for _, group in frame.groupby("concept_id", sort=True)
-    ]
 
 
 def ensure_base(config: Config, out: Path) -> BaseGAN:
@@ -82,12 +73,6 @@ def ensure_base(config: Config, out: Path) -> BaseGAN:
         f"collect: base generator {base.fingerprint} trained in {base.info['seconds']} s → {folder}"
     )
     return base
-
-
-def weight_manifest(base: BaseGAN, config: Config) -> Manifest:
-    """The layout of one concept's trained weights (LoRA A/B + norms per layer group)."""
-    model = lora_generator(base, config)
-    return build_manifest(trainable_state_dict(model), Selection(), base.fingerprint)
 
 
 def collect_one(
@@ -125,7 +110,7 @@ class ConceptTrainer:
     def __init__(self, config: dict[str, Any], out: str):
         import torch
 
-        from wgen.metrics import build_feature_extractor
+        from wgen.gan.metrics import build_feature_extractor
 
         self.config = Config.from_dict(config)
         torch.set_num_threads(self.config.gan.threads)

@@ -8,6 +8,7 @@ scale, so a few photos still give a diverse pool of small training images.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import warnings
@@ -189,3 +190,18 @@ def crop_pool(
     if not crops:
         return ids, np.zeros((0, size, size, 3), dtype=np.uint8)
     return ids, np.stack(crops)
+
+
+def encode_png(images: np.ndarray) -> list[bytes]:
+    """uint8 (N, H, W, 3) → PNG bytes per image (lossless; fast compression)."""
+    encoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+        encoded.append(buffer.getvalue())
+    return encoded
+
+
+def decode_png(blobs: list[bytes] | np.ndarray) -> np.ndarray:
+    """PNG bytes per image → uint8 (N, H, W, 3)."""
+    return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])

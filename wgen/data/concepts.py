@@ -5,7 +5,7 @@ prompt set of Gong et al. (2024), it is built from categories (artistic styles, 
 detail changes, local / face-like modifications), sentence templates, synonym paraphrases
 and combinations across categories. Every text maps to an *edit program*: an ordered tuple
 of ``(primitive, strength)`` pairs, which the procedural editor
-(:mod:`wgen.editors.procedural`) parses back out of the text and applies.
+(:mod:`wgen.data.editors.procedural`) parses back out of the text and applies.
 
 Splits are by concept, and the held-out split tests two kinds of generalisation:
 

@@ -6,12 +6,12 @@ p-diff)::
     state dict ──select──► Manifest ──flatten──► one float32 vector per group
     state dict ◄────────── unflatten ◄─────────┘
 
-`wgen.blocks` owns the second half (cutting the vectors into b-blocks and normalising
+`wgen.weights.blocks` owns the second half (cutting the vectors into b-blocks and normalising
 them) and reads group lengths from the `Manifest`. Every step has an exact inverse; the
 round-trip tests prove nothing is lost.
 
 Selection. A `Selection` picks parameters by name with regular expressions, so it works on
-any ``nn.Module``: for LoRA, the whole `wgen.lora.trainable_state_dict` (LoRA A/B and the
+any ``nn.Module``: for LoRA, the whole `wgen.gan.lora.trainable_state_dict` (LoRA A/B and the
 trained norms) is passed and `Selection()` takes all of it; for p-diff, e.g.
 ``Selection.last_layers(model, 2)`` takes the last two layers of a classifier.
 
@@ -133,7 +133,7 @@ class Manifest:
 
     @property
     def group_lengths(self) -> list[int]:
-        """L_g, the flat length of every group (what `wgen.blocks.BlockLayout` cuts)."""
+        """L_g, the flat length of every group (what `wgen.weights.blocks.BlockLayout` cuts)."""
         return [g.numel for g in self.groups]
 
     @property

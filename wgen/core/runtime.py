@@ -18,6 +18,8 @@ from typing import Any
 
 # Measured on 2-core machines (DESIGN.md): usage stats cost a network timeout offline, and
 # Ray Train's default 2 s health-check interval makes every `ray.train.report` wait 2 s.
+SUCCESS_FILE = "_SUCCESS.json"  # written last into a finished stage folder: its summary
+
 RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",

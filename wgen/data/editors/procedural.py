@@ -2,7 +2,7 @@
 
 Offline, CPU-only and exactly reproducible, so the whole pipeline runs anywhere without a
 diffusion model. The text is *parsed* (longest-match over the vocabulary's phrases in
-:mod:`wgen.concepts`), not looked up, so any sentence built from known words works — the
+:mod:`wgen.data.concepts`), not looked up, so any sentence built from known words works — the
 generated concepts, held-out paraphrases, or a user's own ``--concepts`` file. Words it does
 not know are rejected with the list of words it does know.
 
@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from wgen.concepts import (
+from wgen.data.concepts import (
     CATEGORIES,
     FILLER_WORDS,
     MEDIUM,

@@ -1,6 +1,6 @@
 """The weight dataset seen as training samples of the denoiser: one sample = one b-block.
 
-From ``<out>/weights/`` (`wgen.weightstore`) this module derives everything the denoiser's
+From ``<out>/weights/`` (`wgen.weights.store`) this module derives everything the denoiser's
 training needs, for the block size b of the config (b is searched by Ray Tune, so blocks
 are cut here, at read time, and never stored):
 
@@ -8,7 +8,7 @@ are cut here, at read time, and never stored):
   training checkpoint) and `BlockStats`, fitted on TRAIN-split rows only (validation rows
   are encoded with them);
 - the concept table: ids, texts, splits and their cached text embeddings τ(T)
-  (`wgen.textcache`), so workers look a block's condition up by concept index;
+  (`wgen.generator.textcache`), so workers look a block's condition up by concept index;
 - Ray Datasets of blocks: ``read_parquet`` over the concept files of one split, then
   ``map_batches(cut_rows_batch)``, which turns every checkpoint row into its N blocks
   (a flat-map), normalised. Each output row is one block:
@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from wgen.blocks import BlockLayout, BlockStats, from_blocks, rows_to_blocks
-from wgen.textcache import cached_embeddings
-from wgen.weightformat import Manifest
-from wgen.weightstore import WeightStore, group_column
+from wgen.generator.textcache import cached_embeddings
+from wgen.weights.blocks import BlockLayout, BlockStats, from_blocks, rows_to_blocks
+from wgen.weights.format import Manifest
+from wgen.weights.store import WeightStore, group_column
 
 TRAIN, VAL = "train", "val"
 SAMPLE_COLUMNS = ("x", "mask", "n", "concept")
@@ -65,7 +65,7 @@ def row_vectors(frame: pd.DataFrame, n_groups: int) -> list[list[np.ndarray]]:
 class BlockCodec:
     """Flat group vectors ⇄ the normalised b-blocks the denoiser sees (one reversible step).
 
-    encode: cut every row into its (N, b) blocks (`wgen.blocks`), subtract the centre — the
+    encode: cut every row into its (N, b) blocks (`wgen.weights.blocks`), subtract the centre — the
     mean training checkpoint, value by value (zeros when `DenoiserConfig.center` is off) —
     and normalise per block index with `BlockStats` fitted on the centred training blocks.
     decode: the exact inverse, back to G flat vectors.

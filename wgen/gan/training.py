@@ -1,7 +1,7 @@
 """GAN training without Ray: the base generator, per-concept LoRA, and pix2pix from scratch.
 
 Pure functions on arrays and modules (STYLE.md point 2): the Ray actor pool in
-`wgen.collect` and the benchmark only call these. One loop (`train_until_converged`) serves
+`wgen.collect.stage` and the benchmark only call these. One loop (`train_until_converged`) serves
 every method, so LoRA, scratch and generated initialisations are trained and stopped by
 exactly the same rule.
 """
@@ -23,12 +23,19 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wgen.config import CollectConfig, Config, GANConfig
-from wgen.convergence import ConvergenceMonitor
-from wgen.lora import add_lora, count_parameters, load_trainable_state_dict, trainable_state_dict
-from wgen.losses import discriminator_loss, generator_loss
-from wgen.metrics import FeatureExtractor, ReferenceStats, evaluate_generator, uint8_to_model
+from wgen.core.runtime import read_json, torch_threads, write_json
+from wgen.data.images import decode_png
+from wgen.gan.convergence import ConvergenceMonitor
+from wgen.gan.lora import (
+    add_lora,
+    count_parameters,
+    load_trainable_state_dict,
+    trainable_state_dict,
+)
+from wgen.gan.losses import discriminator_loss, generator_loss
+from wgen.gan.metrics import FeatureExtractor, ReferenceStats, evaluate_generator, uint8_to_model
 from wgen.models.gan import build_discriminator, build_generator, fingerprint
-from wgen.runtime import read_json, torch_threads, write_json
+from wgen.weights.format import Manifest, Selection, build_manifest
 
 
 def concept_seed(seed: int, concept_id: str) -> int:
@@ -55,8 +62,6 @@ class ConceptPairs:
         The last `eval_pairs` rows by image id are held back, so the split does not depend on
         the order in which Ray delivered the rows.
         """
-        from wgen.pairs import decode_png
-
         ids = frame["concept_id"].unique()
         if len(ids) != 1:
             raise ValueError(f"ConceptPairs needs the rows of one concept, got {list(ids)}")
@@ -78,6 +83,13 @@ class ConceptPairs:
             eval_sources=sources[cut:],
             eval_targets=targets[cut:],
         )
+
+
+def concept_pairs(frame: pd.DataFrame, config: Config) -> list[ConceptPairs]:
+    return [
+        ConceptPairs.from_frame(group, config.collect.eval_pairs)
+        for _, group in frame.groupby("concept_id", sort=True)
+    ]
 
 
 @dataclass
@@ -336,6 +348,12 @@ def lora_generator(
     if init is not None:
         load_trainable_state_dict(model, init)
     return model
+
+
+def weight_manifest(base: BaseGAN, config: Config) -> Manifest:
+    """The layout of one concept's trained weights (LoRA A/B + norms per layer group)."""
+    model = lora_generator(base, config)
+    return build_manifest(trainable_state_dict(model), Selection(), base.fingerprint)
 
 
 def train_lora(

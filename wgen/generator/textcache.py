@@ -1,7 +1,7 @@
 """Concept embeddings τ(T), computed once per (text encoder, concept text) and kept on disk.
 
 The text encoder is frozen, so an embedding never changes: it is computed the first time a
-concept text is seen and read back from ``<out>/weights/text/<encoder-slug>.parquet`` (one
+concept text is seen and read back from ``<out>/text/<encoder-slug>.parquet`` (one
 row per text: ``text``, ``embedding`` list<float32>) ever after. Training, the quality
 probe, the nearest-concept baseline and Ray Tune trials all read the same file, so the
 encoder (seconds to load) runs at most once per new text and never inside a training loop.
@@ -17,11 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wgen.runtime import atomic_file
-from wgen.text import TextEncoder, build_text_encoder, embed_concepts
-from wgen.weightstore import WEIGHTS_DIR
+from wgen.core.runtime import atomic_file
+from wgen.generator.text import TextEncoder, build_text_encoder, embed_concepts
 
-TEXT_DIR = "text"
+TEXT_DIR = "text"  # <out>/text/<encoder>.parquet, beside (not inside) the weight dataset
 
 
 def encoder_slug(name: str) -> str:
@@ -33,7 +32,7 @@ def encoder_slug(name: str) -> str:
 
 
 def text_cache_path(out: str | Path, encoder_name: str) -> Path:
-    return Path(out) / WEIGHTS_DIR / TEXT_DIR / f"{encoder_slug(encoder_name)}.parquet"
+    return Path(out) / TEXT_DIR / f"{encoder_slug(encoder_name)}.parquet"
 
 
 def read_text_cache(path: Path) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """Stage 4: fit the weight generator (the block denoiser) on Ray Train.
 
 Driver. `fit_generator(config, out)` reads the weight dataset's layout, training-split
-statistics and cached concept embeddings (`wgen.blockdata`), builds Ray Datasets of
+statistics and cached concept embeddings (`wgen.generator.dataset`), builds Ray Datasets of
 blocks for the train and validation splits, and runs a data-parallel `TorchTrainer`
 (Ray Train V2, the default in Ray 2.60). It is a plain function so that a Ray Tune trial
 can call it (V2's Train + Tune pattern) with its own run name and storage path.
@@ -10,10 +10,10 @@ can call it (V2's Train + Tune pattern) with its own run name and storage path.
 Worker. `train_loop_per_worker` rebuilds the Config from the plain dict it receives, takes
 its shard of each dataset, wraps the denoiser with `prepare_model` (DDP for > 1 worker),
 and every epoch reports train loss, validation denoising loss and throughput; rank 0
-attaches a checkpoint (a whole generator folder, `wgen.weightgen`, plus the optimizer
+attaches a checkpoint (a whole generator folder, `wgen.generator.checkpoint`, plus the optimizer
 state) and, every `train.quality_every` epochs and at the last one, the b-independent
 quality score: the GAN loaded with generated LoRA, on the validation concepts' held-back
-pairs (`wgen.quality`).
+pairs (`wgen.gan.quality`).
 
 Resuming. A worker that dies is replaced by Ray Train (`FailureConfig.max_failures`) and the
 new worker group restarts the loop from the latest reported checkpoint
@@ -41,18 +41,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from wgen.blockdata import TRAIN, VAL, BlockData, block_datasets, load_block_data
-from wgen.collect import weight_manifest
 from wgen.config import Config, TrainConfig
-from wgen.diffusion import WeightDiffusion
-from wgen.gantrain import BASE_DIR, BaseGAN
-from wgen.metrics import build_feature_extractor
+from wgen.core.runtime import atomic_dir, init_ray, print0, read_json, write_json
+from wgen.gan.metrics import build_feature_extractor
+from wgen.gan.quality import concept_evals, mean_metrics, score_lora
+from wgen.gan.training import BASE_DIR, BaseGAN, weight_manifest
+from wgen.generator.checkpoint import DENOISER_FILE, INFO_FILE, WeightGenerator
+from wgen.generator.dataset import TRAIN, VAL, BlockData, block_datasets, load_block_data
+from wgen.generator.diffusion import WeightDiffusion
 from wgen.models.denoiser import Denoiser, build_denoiser
-from wgen.quality import concept_evals, mean_metrics, score_lora
-from wgen.runtime import atomic_dir, init_ray, print0, read_json, write_json
-from wgen.weightformat import WeightFormatError, check_compatible
-from wgen.weightgen import DENOISER_FILE, INFO_FILE, WeightGenerator
-from wgen.weightstore import WeightStore
+from wgen.weights.format import WeightFormatError, check_compatible
+from wgen.weights.store import WeightStore
 
 GENERATOR_DIR = "generator"  # <out>/generator: the exported final generator
 RAY_RESULTS_DIR = "ray_results"  # <out>/ray_results/<run name>: Ray Train's storage

@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from threadpoolctl import ThreadpoolController
 
-from wgen.runtime import torch_threads
+from wgen.core.runtime import torch_threads
 
 EXTRACTOR_NAMES = ("auto", "inception", "offline")
 INCEPTION_ENV = "WGEN_INCEPTION_PATH"  # folder holding INCEPTION_FILENAME

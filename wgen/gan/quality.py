@@ -3,7 +3,7 @@
 The denoising loss depends on the block size b and the normalisation, so it cannot compare
 generators Ray Tune builds with different b. What matters is how good the GAN is when its
 LoRA comes from the generator: load the LoRA into the base GAN and score it with the
-collection stage's own paired metric (`wgen.gantrain.Evaluator`: L1 / PSNR / Fréchet
+collection stage's own paired metric (`wgen.gan.training.Evaluator`: L1 / PSNR / Fréchet
 distance) on the concept's evaluation pairs, which no LoRA was ever trained on.
 """
 
@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wgen.collect import concept_pairs
 from wgen.config import Config
-from wgen.gantrain import BaseGAN, Evaluator, lora_generator
-from wgen.metrics import FeatureExtractor
-from wgen.pairs import read_pairs
+from wgen.data.pairs import read_pairs
+from wgen.gan.metrics import FeatureExtractor
+from wgen.gan.training import BaseGAN, Evaluator, concept_pairs, lora_generator
 
 METRICS = ("l1", "psnr", "fd")
 

@@ -14,7 +14,7 @@ A generator folder is self-contained (STYLE.md point 7: a checkpoint rebuilds it
                               (mean training checkpoint) and per-block-index statistics
     manifest.json             the weight layout: groups, shapes, base-GAN fingerprint
     generator.json            text encoder name and width, training record (epochs, metrics)
-    base/                     a copy of the base GAN the LoRA belongs to (wgen.gantrain.BaseGAN)
+    base/                     a copy of the base GAN the LoRA belongs to (wgen.gan.training.BaseGAN)
 
 Every Ray Train checkpoint holds such a folder (plus the optimizer state), and
 ``<out>/generator/`` is the final one.
@@ -33,16 +33,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wgen.blockdata import BlockCodec
-from wgen.blocks import BlockLayout
 from wgen.config import Config, GenerateConfig
-from wgen.diffusion import WeightDiffusion
-from wgen.gantrain import BASE_DIR, BaseGAN, lora_generator
-from wgen.lora import CONFIG_FILE, save_adapter
+from wgen.core.runtime import atomic_dir, read_json, write_json
+from wgen.gan.lora import CONFIG_FILE, save_adapter
+from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
+from wgen.generator.dataset import BlockCodec
+from wgen.generator.diffusion import WeightDiffusion
+from wgen.generator.text import TextEncoder, build_text_encoder, check_concept_text
 from wgen.models.denoiser import Denoiser, build_denoiser
-from wgen.runtime import atomic_dir, read_json, write_json
-from wgen.text import TextEncoder, build_text_encoder, check_concept_text
-from wgen.weightformat import Manifest, check_compatible, require_same_base, unflatten
+from wgen.weights.blocks import BlockLayout
+from wgen.weights.format import Manifest, check_compatible, require_same_base, unflatten
 
 FORMAT_VERSION = 1  # bump when the folder layout changes
 CONFIG_YAML = "config.yaml"
@@ -95,9 +95,9 @@ class WeightGenerator:
     Attributes:
         config: the Config it was trained with (denoiser, LoRA and GAN sections matter here).
         denoiser: ε̂θ, in eval mode.
-        codec: the b-blocks and their normalisation (`wgen.blockdata.BlockCodec`).
+        codec: the b-blocks and their normalisation (`wgen.generator.dataset.BlockCodec`).
         manifest: the weight layout the blocks un-chunk into.
-        text_encoder: name of τ (`wgen.text.build_text_encoder`); text_dim is its width.
+        text_encoder: name of τ (`wgen.generator.text.build_text_encoder`); text_dim is its width.
         base: the base GAN the generated LoRA is for (its fingerprint is the manifest's).
         info: the training record (epoch, metrics, history), written to generator.json.
     """

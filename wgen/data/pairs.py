@@ -11,7 +11,6 @@ unfinished and is rebuilt.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import sys
 import time
@@ -20,31 +19,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from wgen.concepts import Concept, make_concepts
 from wgen.config import Config
-from wgen.images import crop_pool, load_photos
-from wgen.runtime import atomic_dir, init_ray, print0, read_json, write_json
+from wgen.core.runtime import SUCCESS_FILE, atomic_dir, init_ray, print0, read_json, write_json
+from wgen.data.concepts import Concept, make_concepts
+from wgen.data.images import crop_pool, encode_png, load_photos
 
 PAIRS_DIR = "pairs"
-SUCCESS_FILE = "_SUCCESS.json"
 CONCEPTS_FILE = "concepts.jsonl"
-
-
-def encode_png(images: np.ndarray) -> list[bytes]:
-    """uint8 (N, H, W, 3) → PNG bytes per image (lossless; fast compression)."""
-    encoded = []
-    for image in images:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-        encoded.append(buffer.getvalue())
-    return encoded
-
-
-def decode_png(blobs: list[bytes] | np.ndarray) -> np.ndarray:
-    """PNG bytes per image → uint8 (N, H, W, 3)."""
-    return np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs])
 
 
 def plan_pairs(
@@ -79,7 +61,7 @@ class EditorActor:
     """Ray Data actor: holds the crop pool and an editor, turns planned rows into pairs."""
 
     def __init__(self, config: dict[str, Any]):
-        from wgen.editors import build_editor
+        from wgen.data.editors import build_editor
 
         data = Config.from_dict(config).data
         photos = load_photos(data)

@@ -22,7 +22,7 @@ class Editor(Protocol):
 def build_editor(cfg: DataConfig) -> Editor:
     """The editor named by ``cfg.editor``, built inside the process that will use it."""
     if cfg.editor == "procedural":
-        from wgen.editors.procedural import ProceduralEditor
+        from wgen.data.editors.procedural import ProceduralEditor
 
         return ProceduralEditor()
     if cfg.editor == "instruct-pix2pix":
@@ -32,7 +32,7 @@ def build_editor(cfg: DataConfig) -> Editor:
                 "InstructPix2Pix folder (e.g. a saved copy of timbrooks/instruct-pix2pix); "
                 "nothing is downloaded at run time"
             )
-        from wgen.editors.instruct_pix2pix import InstructPix2PixEditor
+        from wgen.data.editors.instruct_pix2pix import InstructPix2PixEditor
 
         return InstructPix2PixEditor(
             cfg.editor_model_dir,

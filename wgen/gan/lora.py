@@ -12,7 +12,7 @@ trainable set as one state dict, and saves it as an ordinary peft adapter folder
 
 Keys of the trainable state dict follow peft's convention (no adapter name:
 ``down.0.conv.lora_A.weight``) and plain parameter names for norms (``down.0.norm.weight``),
-in the model's parameter order, so `wgen.weightformat` can flatten it and rebuild it.
+in the model's parameter order, so `wgen.weights.format` can flatten it and rebuild it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torch import nn
 
 from wgen.config import LoRAConfig
 from wgen.models.gan import gan_size
-from wgen.weightformat import require_same_base
+from wgen.weights.format import require_same_base
 
 ADAPTER = "default"  # peft adapter name; peft drops it from saved keys
 CONFIG_FILE = "adapter_config.json"  # peft's names, so peft itself can read the folder

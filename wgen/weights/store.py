@@ -2,13 +2,16 @@
 
 Layout of ``<out>/weights/``::
 
-    manifest.json            groups, shapes, offsets, base fingerprint (wgen.weightformat)
-    <concept_id>.parquet     one row per checkpoint: ids, text, split, step, metrics,
-                             one list<float32> column per layer group (g000, g001, ...)
-    status/<concept_id>.json what happened to the concept: converged / not_converged / nan /
-                             failed, with the reason and the evaluation history. Written
-                             last, so it marks the concept as finished.
-    attempts/<concept_id>.json  attempts started (and by which process), to bound retries
+    <concept_id>.parquet      one row per checkpoint: ids, text, split, step, metrics,
+                              one list<float32> column per layer group (g000, g001, ...)
+    _manifest.json            groups, shapes, offsets, base fingerprint (wgen.weights.format)
+    _status/<concept_id>.json what happened to the concept: converged / not_converged / nan /
+                              failed, with the reason and the evaluation history. Written
+                              last, so it marks the concept as finished.
+    _attempts/<concept_id>.json  attempts started (and by which process), to bound retries
+
+Everything that is not a weight row starts with "_": pyarrow, pandas and Ray Data skip such
+names, so ``read_parquet("<out>/weights")`` opens the whole dataset in one call.
 
 A crash loses at most the concepts in flight: their Parquet file is written through a
 temporary name and a rename, and without a status file they are simply trained again.
@@ -26,11 +29,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wgen.runtime import atomic_file, atomic_write_bytes, read_json, write_json
-from wgen.weightformat import Manifest, check_compatible, unflatten
+from wgen.core.runtime import atomic_file, atomic_write_bytes, read_json, write_json
+from wgen.weights.format import Manifest, check_compatible, unflatten
 
 WEIGHTS_DIR = "weights"
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE = "_manifest.json"  # "_": skipped by Parquet readers
 META_COLUMNS = [
     "concept_id",
     "concept_text",
@@ -53,8 +56,8 @@ class WeightStore:
 
     def __init__(self, out: str | Path):
         self.folder = Path(out) / WEIGHTS_DIR
-        self.status_dir = self.folder / "status"
-        self.attempts_dir = self.folder / "attempts"
+        self.status_dir = self.folder / "_status"
+        self.attempts_dir = self.folder / "_attempts"
 
     # -- manifest -------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Stage 5: a LoRA for a new concept from a trained generator, as a peft adapter folder.
 
-`run_generate` needs only the generator folder (`wgen.weightgen`: it carries its config,
+`run_generate` needs only the generator folder (`wgen.generator.checkpoint`: it carries its config,
 statistics, manifest and a copy of the base GAN). It embeds the text, denoises all N blocks
 at once (1 direct step or N DDIM steps), writes the adapter, checks that it loads back into
 the base GAN with peft's own loader, and prints how long the generation took.
@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
-from wgen.gantrain import BaseGAN
-from wgen.lora import load_adapter
-from wgen.runtime import print0
-from wgen.text import check_concept_text
-from wgen.weightgen import WeightGenerator
+from wgen.core.runtime import print0
+from wgen.gan.lora import load_adapter
+from wgen.gan.training import BaseGAN
+from wgen.generator.checkpoint import WeightGenerator
+from wgen.generator.text import check_concept_text
 
 
 def run_generate(
