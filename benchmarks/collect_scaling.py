@@ -65,8 +65,7 @@ def main() -> None:
 
     overrides = [f"collect.max_concepts={args.concepts}"]
     config = load_config(args.preset, overrides)
-    concepts = read_pairs(args.out, columns=["concept_id", "split"]).drop_duplicates()
-    ids = select_concepts(concepts, args.concepts)
+    ids = select_concepts(args.out, config.collect)
     init_ray()
     results = {}
     inside = {}  # seconds spent inside per-concept training, summed (same machine load as the wall time)

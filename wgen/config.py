@@ -99,6 +99,7 @@ class CollectConfig:
     """Per-concept LoRA training and the Ray actor pool that runs it."""
 
     max_concepts: int | None = 48  # train + validation concepts to collect; None = all of them
+    heldout_concepts: int = 0  # held-out concepts also collected, only as a ceiling (never trained on)
     eval_every: int = 25  # steps between evaluations on the held-back pairs
     eval_pairs: int = 8  # pairs of each concept held back for evaluation (never trained on)
     patience: int = 4  # evaluations without relative improvement above `tolerance` = converged

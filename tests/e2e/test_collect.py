@@ -14,7 +14,7 @@ import pytest
 
 from wgen.collect.stage import run_collect, select_concepts
 from wgen.config import load_config
-from wgen.data.pairs import read_pairs, run_pairs
+from wgen.data.pairs import run_pairs
 from wgen.gan.lora import load_trainable_state_dict
 from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
 from wgen.models.gan import build_generator, fingerprint
@@ -44,8 +44,7 @@ def fresh_run(pairs_run: Path, tmp_path: Path) -> Path:
 
 
 def selected(out: Path, config) -> list[str]:
-    concepts = read_pairs(out, columns=["concept_id", "split"]).drop_duplicates()
-    return select_concepts(concepts, config.collect.max_concepts)
+    return select_concepts(out, config.collect)
 
 
 @pytest.fixture(scope="module")

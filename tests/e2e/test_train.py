@@ -51,8 +51,7 @@ def collect_without_ray(config, out: Path) -> None:
     base = ensure_base(config, out)
     store = WeightStore(out)
     store.save_manifest(weight_manifest(base, config))
-    concepts = read_pairs(out, columns=["concept_id", "split"]).drop_duplicates()
-    ids = select_concepts(concepts, config.collect.max_concepts)
+    ids = select_concepts(out, config.collect)
     extractor = build_feature_extractor(config.collect.feature_extractor)
     for pairs in concept_pairs(read_pairs(out, ids), config):
         collect_one(config, base, extractor, store, pairs)

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wgen.config import Config
+from wgen.config import CollectConfig, Config
 from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, write_json
-from wgen.data.pairs import PAIRS_DIR, pairs_done, read_pairs
+from wgen.data.concepts import select_for_collection
+from wgen.data.pairs import CONCEPTS_FILE, PAIRS_DIR, load_concepts, pairs_done, read_pairs
 from wgen.gan.training import (
     BASE_DIR,
     BaseGAN,
@@ -35,19 +36,11 @@ from wgen.weights.format import flatten
 from wgen.weights.store import WeightStore
 
 
-def select_concepts(concepts: pd.DataFrame, max_concepts: int | None) -> list[str]:
-    """Which train + validation concepts to collect, in a fixed order.
-
-    Validation concepts get a sixth of the budget (at least 2): the generator is trained on
-    the training concepts and only scored on the validation ones, so training concepts
-    matter most. `None` collects every train and validation concept.
-    """
-    train = sorted(concepts.loc[concepts["split"] == "train", "concept_id"].unique())
-    val = sorted(concepts.loc[concepts["split"] == "val", "concept_id"].unique())
-    if max_concepts is None:
-        return val + train
-    n_val = min(len(val), max(2, max_concepts // 6))
-    return val[:n_val] + train[: max(0, max_concepts - n_val)]
+def select_concepts(out: Path, collect: CollectConfig) -> list[str]:
+    """Ids of the concepts to collect (see `wgen.data.concepts.select_for_collection`)."""
+    concepts = load_concepts(Path(out) / CONCEPTS_FILE)
+    chosen = select_for_collection(concepts, collect.max_concepts, collect.heldout_concepts)
+    return [c.id for c in chosen]
 
 
 def ensure_base(config: Config, out: Path) -> BaseGAN:
@@ -193,8 +186,7 @@ def run_collect(
     if retry:
         for concept_id in store.unfinished_attempts():
             store.forget(concept_id)
-    concepts = read_pairs(out, columns=["concept_id", "split"]).drop_duplicates()
-    selected = select_concepts(concepts, config.collect.max_concepts)
+    selected = select_concepts(out, config.collect)
     todo = sorted(set(selected) - store.finished())
     print0(
         f"collect: {len(selected)} concepts selected, {len(selected) - len(todo)} already finished, {len(todo)} to train"

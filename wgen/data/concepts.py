@@ -641,3 +641,64 @@ def make_concepts(cfg: DataConfig) -> list[Concept]:
     texts = [c.text for c in concepts]
     assert len(set(texts)) == len(texts), "concept texts must be distinct"
     return concepts
+
+
+def select_for_collection(
+    concepts: list[Concept], max_concepts: int | None, heldout: int = 0
+) -> list[Concept]:
+    """The concepts a collection run trains: validation, held-out ceilings, then training.
+
+    Validation concepts get a sixth of the ``max_concepts`` budget (at least 2), the rest
+    goes to training concepts; ``heldout`` held-out concepts (half unseen combinations, half
+    unseen paraphrases) are collected on top, only as the ceiling of what a predicted LoRA
+    could reach — nothing ever trains on them. ``None`` takes every train and val concept.
+
+    Training concepts are not the first N ids: a generator cannot learn a primitive it never
+    saw (the first 80 demo training concepts never used ``invert``, which a validation
+    concept needed). They are picked greedily so that every (primitive, strength) of the
+    chosen validation and held-out concepts, and the training program behind every chosen
+    paraphrase, is covered first; the rest follow in id order (ids are already shuffled).
+    """
+    by_split: dict[str, list[Concept]] = {"train": [], "val": [], "heldout": []}
+    for concept in sorted(concepts, key=lambda c: c.id):
+        by_split[concept.split].append(concept)
+    train, val, held = by_split["train"], by_split["val"], by_split["heldout"]
+    if max_concepts is None:
+        n_val, n_train = len(val), len(train)
+    else:
+        n_val = min(len(val), max(2, max_concepts // 6))
+        n_train = min(len(train), max(0, max_concepts - n_val))
+    combos = [c for c in held if c.kind == "combination"]
+    paraphrases = [c for c in held if c.kind == "paraphrase"]
+    n_para = min(len(paraphrases), heldout // 2)
+    chosen_held = combos[: min(len(combos), heldout - n_para)] + paraphrases[:n_para]
+    chosen_val = val[:n_val]
+
+    must_programs = {c.edits for c in chosen_held if c.kind == "paraphrase"}
+    wanted = {edit for c in chosen_val + chosen_held for edit in c.edits}
+    wanted |= {(name, None) for c in concepts for name, _ in c.edits}  # every primitive once
+    picked: dict[str, Concept] = {}
+    for concept in train:  # the programs that held-out paraphrases reword come first
+        if concept.edits in must_programs and len(picked) < n_train:
+            picked[concept.id] = concept
+
+    def covers(concept: Concept) -> set:
+        return {e for e in concept.edits if e in wanted} | {
+            (n, None) for n, _ in concept.edits if (n, None) in wanted
+        }
+
+    for concept in picked.values():
+        wanted -= covers(concept)
+    while len(picked) < n_train and wanted:
+        best = max(
+            (c for c in train if c.id not in picked), key=lambda c: len(covers(c)), default=None
+        )
+        if best is None or not covers(best):
+            break
+        picked[best.id] = best
+        wanted -= covers(best)
+    for concept in train:
+        if len(picked) >= n_train:
+            break
+        picked.setdefault(concept.id, concept)
+    return chosen_val + chosen_held + sorted(picked.values(), key=lambda c: c.id)
