@@ -13,10 +13,10 @@ from wgen.core.runtime import torch_threads
 from wgen.gan.lora import load_adapter, trainable_state_dict
 from wgen.gan.training import BaseGAN, lora_generator, weight_manifest
 from wgen.generator.checkpoint import GeneratorFolderError, WeightGenerator
-from wgen.generator.dataset import BlockCodec
 from wgen.models.denoiser import build_denoiser
 from wgen.models.gan import build_discriminator, build_generator, fingerprint
 from wgen.weights.blocks import BlockLayout
+from wgen.weights.codec import BlockCodec
 from wgen.weights.format import WeightFormatError, flatten
 
 TEXT_DIM = 384  # MiniLM's width: write_adapter embeds with the real packaged encoder

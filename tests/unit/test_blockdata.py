@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from wgen.generator.dataset import (
-    BlockCodec,
     BlockData,
     cut_rows,
     cut_rows_batch,
@@ -17,6 +16,7 @@ from wgen.generator.dataset import (
 )
 from wgen.generator.textcache import cached_embeddings, encoder_slug, text_cache_path
 from wgen.weights.blocks import BlockLayout
+from wgen.weights.codec import BlockCodec
 from wgen.weights.format import Selection, build_manifest
 from wgen.weights.store import WeightStore
 

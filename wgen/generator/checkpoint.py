@@ -37,11 +37,11 @@ from wgen.config import Config, GenerateConfig
 from wgen.core.runtime import atomic_dir, read_json, write_json
 from wgen.gan.lora import CONFIG_FILE, save_adapter
 from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
-from wgen.generator.dataset import BlockCodec
 from wgen.generator.diffusion import WeightDiffusion
 from wgen.generator.text import TextEncoder, build_text_encoder, check_concept_text
 from wgen.models.denoiser import Denoiser, build_denoiser
 from wgen.weights.blocks import BlockLayout
+from wgen.weights.codec import BlockCodec
 from wgen.weights.format import Manifest, check_compatible, require_same_base, unflatten
 
 FORMAT_VERSION = 1  # bump when the folder layout changes

@@ -276,3 +276,22 @@ def unflatten(vectors: Sequence[Vector], manifest: Manifest) -> dict[str, torch.
         for e in group.entries:
             state[e.key] = flat[e.offset : e.offset + e.numel].reshape(e.shape).to(dtype).clone()
     return state
+
+
+def unflatten_concatenated(flat: torch.Tensor, manifest: Manifest) -> dict[str, torch.Tensor]:
+    """Differentiable `unflatten` of ONE vector holding every group back to back.
+
+    The tensors are views of ``flat`` (no copy, no detach), so a loss on a model run with
+    them (`torch.func.functional_call`) back-propagates into whatever produced ``flat`` —
+    the generator's function-space term. Values stay in ``flat``'s dtype and device.
+    """
+    if flat.ndim != 1 or flat.numel() != manifest.total_numel:
+        raise WeightFormatError(
+            f"expected one flat vector of {manifest.total_numel} values, got shape {tuple(flat.shape)}"
+        )
+    state, start = {}, 0
+    for group in manifest.groups:
+        for e in group.entries:
+            state[e.key] = flat[start + e.offset : start + e.offset + e.numel].reshape(e.shape)
+        start += group.numel
+    return state
