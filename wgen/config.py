@@ -99,7 +99,9 @@ class CollectConfig:
     """Per-concept LoRA training and the Ray actor pool that runs it."""
 
     max_concepts: int | None = 48  # train + validation concepts to collect; None = all of them
-    heldout_concepts: int = 0  # held-out concepts also collected, only as a ceiling (never trained on)
+    heldout_concepts: int = (
+        0  # held-out concepts also collected, only as a ceiling (never trained on)
+    )
     eval_every: int = 25  # steps between evaluations on the held-back pairs
     eval_pairs: int = 8  # pairs of each concept held back for evaluation (never trained on)
     patience: int = 4  # evaluations without relative improvement above `tolerance` = converged
@@ -128,6 +130,9 @@ class DenoiserConfig:
     prediction: str = "epsilon"  # "epsilon" (the paper), "sample" (x0) or "v_prediction"
     train_timesteps: int = 1000  # T of the DDPM schedule
     beta_schedule: str = "linear"  # diffusers beta schedule name
+    # How τ(T) enters: "tokens" = cross-attention over the encoder's token states with their
+    # padding mask (the paper's way); "pooled" = one sentence vector projected to a few tokens.
+    text: str = "tokens"
     cond_drop: float = 0.0  # probability of replacing the text by the null embedding (guidance)
     center: bool = (
         True  # model each weight minus its mean over the training checkpoints (False = raw)

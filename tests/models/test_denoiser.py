@@ -25,8 +25,15 @@ def inputs(batch: int, block_size: int, seed: int = 1) -> tuple[torch.Tensor, ..
     x = torch.randn(batch, 1, block_size, generator=g)
     t = torch.randint(0, 100, (batch,), generator=g)
     n = torch.arange(batch)
-    text = torch.randn(batch, TEXT_DIM, generator=g)
+    text = token_states(batch, g)
     return x, t, n, text
+
+
+def token_states(batch: int, g: torch.Generator, tokens: int = 5) -> torch.Tensor:
+    """(batch, tokens, TEXT_DIM) token states; odd rows are 2 tokens shorter (zero padding)."""
+    text = torch.randn(batch, tokens, TEXT_DIM, generator=g)
+    text[1::2, -2:] = 0.0
+    return text
 
 
 def test_sin_enc_matches_the_formula() -> None:
@@ -83,7 +90,7 @@ def test_shared_text_of_batch_one_equals_repeated_text() -> None:
     model = tiny()
     x, t, n, text = inputs(5, 32)
     shared = model(x, t, n, text[:1])
-    repeated = model(x, t, n, text[:1].expand(5, -1))
+    repeated = model(x, t, n, text[:1].expand(5, -1, -1))
     torch.testing.assert_close(shared, repeated)
 
 
@@ -94,8 +101,8 @@ def test_drop_text_uses_the_null_embedding() -> None:
     x, t, n, text = inputs(4, 32)
     drop = torch.tensor([True, False, True, False])
     out = model(x, t, n, text, drop_text=drop)
-    null_rows = model.null_text.expand(4, -1)
-    expected_null = model(x, t, n, null_rows)
+    # A text of zeros is the null condition too (the samplers' unconditional pass).
+    expected_null = model(x, t, n, torch.zeros_like(text))
     torch.testing.assert_close(out[drop], expected_null[drop])
     torch.testing.assert_close(out[~drop], model(x, t, n, text)[~drop])
     # Dropped rows ignore whatever text was given.
@@ -128,3 +135,27 @@ def test_state_dict_save_load_round_trip(tmp_path) -> None:
     loaded.load_state_dict(load_file(str(path)))
     x, t, n, text = inputs(3, 32)
     torch.testing.assert_close(loaded(x, t, n, text), model(x, t, n, text), rtol=0, atol=0)
+
+
+def test_padding_tokens_are_masked_out() -> None:
+    model = tiny()
+    x, t, n, text = inputs(2, 32)
+    longer = torch.cat((text, torch.zeros(2, 3, TEXT_DIM)), dim=1)  # more padding
+    torch.testing.assert_close(model(x, t, n, longer), model(x, t, n, text))
+    changed = text.clone()
+    changed[0, 1] += 1.0  # a real token of row 0
+    out = model(x, t, n, changed)
+    assert not torch.allclose(out[0], model(x, t, n, text)[0], atol=1e-5)
+
+
+def test_pooled_view_takes_one_vector_per_text() -> None:
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(size="tiny", block_size=32, index_dim=16, text="pooled")
+    model = build_denoiser(cfg, TEXT_DIM).eval()
+    x, t, n, _ = inputs(3, 32)
+    pooled = torch.randn(3, TEXT_DIM)
+    out = model(x, t, n, pooled)
+    assert out.shape == (3, 1, 32)
+    assert not torch.allclose(model(x, t, n, pooled.flip(0)), out, atol=1e-5)
+    with pytest.raises(ValueError, match="pooled"):
+        model(x, t, n, pooled[:, None, :])

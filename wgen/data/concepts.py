@@ -702,3 +702,24 @@ def select_for_collection(
             break
         picked.setdefault(concept.id, concept)
     return chosen_val + chosen_held + sorted(picked.values(), key=lambda c: c.id)
+
+
+def paraphrases(concept: Concept, count: int, seed: int = 0) -> list[str]:
+    """Up to ``count`` other wordings of ``concept``'s edit program, never its own text.
+
+    The paper asks an LLM to reword every training prompt; the concept grammar does the same
+    for free: other seen templates and seen synonyms of the same program. Reserved words are
+    never used, so the held-out paraphrase split stays unseen. Deterministic per
+    (seed, concept id); fewer than ``count`` come back when the grammar runs out of wordings.
+    """
+    if count <= 0:
+        return []
+    rng = random.Random(f"{seed}:{concept.id}:paraphrases")
+    found: dict[str, None] = {}
+    for _ in range(count * 8):  # bounded: a single short edit has only so many wordings
+        text = _render_seen(concept.edits, rng)
+        if text != concept.text:
+            found.setdefault(text)
+        if len(found) == count:
+            break
+    return list(found)

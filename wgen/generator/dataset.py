@@ -38,6 +38,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from wgen.config import Config
+from wgen.data.concepts import paraphrases
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
+from wgen.gan.training import concept_pairs
+from wgen.generator.text import pad_token_states
 from wgen.generator.textcache import cached_embeddings
 from wgen.weights.blocks import BlockLayout
 from wgen.weights.codec import BlockCodec
@@ -116,9 +121,13 @@ class BlockData:
     Attributes:
         manifest: the weight layout (groups, base-model fingerprint).
         codec: blocks of b values and their normalisation, fitted on the training split.
-        concepts: one row per concept with weights: concept_id, concept_text, split;
-            row i is row i of ``embeddings``.
-        embeddings: (C, text_dim) float32 τ(T) of every concept, from the text cache.
+        concepts: one row per concept with weights: concept_id, concept_text, split.
+        text_states: τ of every wording, from the text cache: (W, text_dim) pooled vectors
+            or (W, tokens, text_dim) zero-padded token states (`DenoiserConfig.text`).
+            Wording c < C is concept c's own text; paraphrases follow.
+        wordings: (C, P + 1) int64, the wording ids of each concept (own text first; rows
+            are padded with the own text, and only the first ``n_wordings[c]`` are drawn).
+        n_wordings: (C,) int64, how many wordings each concept has (1 for val/held-out).
         text_encoder: the encoder's name (`TrainConfig.text_encoder`).
         files: {split: [concept Parquet file, ...]}.
         rows: {split: number of checkpoint rows}.
@@ -127,7 +136,9 @@ class BlockData:
     manifest: Manifest
     codec: BlockCodec
     concepts: pd.DataFrame
-    embeddings: np.ndarray
+    text_states: np.ndarray
+    wordings: np.ndarray
+    n_wordings: np.ndarray
     text_encoder: str
     files: dict[str, list[str]]
     rows: dict[str, int]
@@ -138,7 +149,12 @@ class BlockData:
 
     @property
     def text_dim(self) -> int:
-        return int(self.embeddings.shape[1])
+        return int(self.text_states.shape[-1])
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """τ of every concept's own text, row i = concept i: (C, ...)."""
+        return self.text_states[: len(self.concepts)]
 
     @property
     def concept_index(self) -> dict[str, int]:
@@ -158,7 +174,9 @@ class BlockData:
             "block_size": self.layout.block_size,
             **self.codec.to_dict(),
             "concepts": self.concepts.to_dict(orient="list"),
-            "embeddings": self.embeddings,
+            "text_states": self.text_states,
+            "wordings": self.wordings,
+            "n_wordings": self.n_wordings,
             "text_encoder": self.text_encoder,
             "rows": dict(self.rows),
         }
@@ -171,18 +189,52 @@ class BlockData:
             manifest=manifest,
             codec=BlockCodec.from_dict(values, layout),
             concepts=pd.DataFrame(values["concepts"]),
-            embeddings=np.asarray(values["embeddings"], dtype=np.float32),
+            text_states=np.asarray(values["text_states"], dtype=np.float32),
+            wordings=np.asarray(values["wordings"], dtype=np.int64),
+            n_wordings=np.asarray(values["n_wordings"], dtype=np.int64),
             text_encoder=values["text_encoder"],
             files={},
             rows=dict(values["rows"]),
         )
 
 
+def wording_table(
+    own_texts: list[str], extra: list[list[str]]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """All wordings (own texts first, then each concept's extra ones), the (C, P + 1) table of
+    wording ids per concept (padded with the own text) and the count per concept."""
+    texts = list(own_texts)
+    width = 1 + max((len(e) for e in extra), default=0)
+    table = np.tile(np.arange(len(own_texts), dtype=np.int64)[:, None], (1, width))
+    counts = np.ones(len(own_texts), dtype=np.int64)
+    for c, wordings in enumerate(extra):
+        for j, text in enumerate(wordings, start=1):
+            table[c, j] = len(texts)
+            texts.append(text)
+        counts[c] += len(wordings)
+    return texts, table, counts
+
+
+def text_state_matrix(states: dict[str, np.ndarray], texts: list[str], view: str) -> np.ndarray:
+    """Cached τ of ``texts`` as one array: (W, dim) pooled or (W, tokens, dim) padded tokens."""
+    if view == "tokens":
+        return pad_token_states([states[t] for t in texts])
+    return np.stack([states[t] for t in texts]).astype(np.float32)
+
+
 def load_block_data(
-    out: str | Path, block_size: int, text_encoder: str, center: bool = True
+    out: str | Path,
+    block_size: int,
+    text_encoder: str,
+    center: bool = True,
+    text_view: str = "pooled",
+    n_paraphrases: int = 0,
+    seed: int = 0,
 ) -> BlockData:
     """Block codec fitted on the training split, and the embedded concept table, of
-    ``<out>/weights`` (``center``: `DenoiserConfig.center`)."""
+    ``<out>/weights`` (``center``: `DenoiserConfig.center`; ``text_view``:
+    `DenoiserConfig.text`). Every training concept also gets ``n_paraphrases`` wordings
+    from the concept grammar (`wgen.data.concepts.paraphrases`); other splits keep theirs."""
     store = WeightStore(out)
     manifest = store.manifest()
     layout = BlockLayout.from_lengths(manifest.group_lengths, block_size)
@@ -197,8 +249,15 @@ def load_block_data(
         .drop_duplicates("concept_id")
         .reset_index(drop=True)
     )
-    embedded = cached_embeddings(out, text_encoder, concepts["concept_text"])
-    embeddings = np.stack([embedded[t] for t in concepts["concept_text"]])
+    extra: list[list[str]] = [[] for _ in range(len(concepts))]
+    if n_paraphrases > 0:
+        programs = {c.id: c for c in load_concepts(Path(out) / CONCEPTS_FILE)}
+        extra = [
+            paraphrases(programs[cid], n_paraphrases, seed) if split == TRAIN else []
+            for cid, split in zip(concepts["concept_id"], concepts["split"], strict=True)
+        ]
+    texts, table, counts = wording_table(list(concepts["concept_text"]), extra)
+    states = cached_embeddings(out, text_encoder, texts, view=text_view)
     file_of = {p.stem: str(p) for p in store.parquet_files()}
     files = {
         split: [file_of[c] for c in concepts.loc[concepts["split"] == split, "concept_id"]]
@@ -210,7 +269,9 @@ def load_block_data(
             row_vectors(store.read(splits=[TRAIN]), len(layout.lengths)), layout, center
         ),
         concepts=concepts,
-        embeddings=embeddings,
+        text_states=text_state_matrix(states, texts, text_view),
+        wordings=table,
+        n_wordings=counts,
         text_encoder=text_encoder,
         files=files,
         rows={str(k): int(v) for k, v in meta["split"].value_counts().items()},
@@ -273,3 +334,38 @@ def block_datasets(data: BlockData) -> dict[str, Any]:
     if data.files.get(VAL):
         datasets[VAL] = block_dataset(data, VAL).materialize()
     return datasets
+
+
+# ---------------------------------------------------------------------------------------
+# Whole concepts for the function-space term
+# ---------------------------------------------------------------------------------------
+
+CONCEPT_DATASET = "concepts"  # the TorchTrainer dataset of training concepts' pairs
+
+
+def function_space_rows(out: str | Path, data: BlockData, config: Config) -> list[dict[str, Any]]:
+    """One row per training concept: its index and `train.func_pairs` of its TRAINING pairs.
+
+    The pairs are the ones the concept's own LoRA was trained on (`ConceptPairs.train_*`);
+    the held-back evaluation pairs never reach the generator's training.
+    """
+    ids = list(data.concepts_of(TRAIN)["concept_id"])
+    index = data.concept_index
+    rows = []
+    for pairs in concept_pairs(read_pairs(out, ids), config):
+        take = min(config.train.func_pairs, len(pairs.train_sources))
+        rows.append(
+            {
+                "concept": index[pairs.concept_id],
+                "sources": pairs.train_sources[:take],
+                "targets": pairs.train_targets[:take],
+            }
+        )
+    return rows
+
+
+def concept_dataset(rows: list[dict[str, Any]]):
+    """A Ray Dataset of `function_space_rows`, materialised (a few MB) and sharded by Train."""
+    import ray
+
+    return ray.data.from_items(rows).materialize()

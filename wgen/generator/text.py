@@ -10,8 +10,10 @@ Two encoders behind one protocol:
   state at the end-of-text token), which is what CLIP trains to summarise the
   sentence, and L2-normalise it like MiniLM so both encoders give unit vectors.
 
-Embeddings are computed once per concept (`embed_concepts`), never inside the
-training loop; the denoiser receives the vector and attends to it by cross-attention.
+Each encoder gives two views of a text: ``encode`` (one pooled, unit vector) and
+``encode_tokens`` (the final hidden state of every token, as the paper's cross-attention
+reads CLIP: word by word, padding dropped). Both are computed once per text
+(`embed_concepts`), never inside the training loop.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "build_text_encoder",
     "check_concept_text",
     "embed_concepts",
+    "pad_token_states",
 ]
 
 MINILM = "minilm"
@@ -45,6 +48,10 @@ class TextEncoder(Protocol):
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dim) float32 embeddings."""
+        ...
+
+    def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        """One (tokens_i, dim) float32 array per text: the hidden state of each real token."""
         ...
 
 
@@ -104,6 +111,19 @@ class MiniLMEncoder:
             )
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
+    def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        """Per text, (tokens, 384) float32: the transformer's last hidden states ([CLS] and
+        [SEP] included, padding excluded) — what the pooled vector averages."""
+        with torch.inference_mode():
+            states = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                output_value="token_embeddings",
+                convert_to_numpy=False,
+                show_progress_bar=False,
+            )
+        return [np.asarray(s.float().cpu().numpy(), dtype=np.float32) for s in states]
+
 
 class CLIPTextEncoder:
     """CLIP's text tower (the paper's τ): pooled end-of-text hidden state, L2-normalised."""
@@ -128,9 +148,8 @@ class CLIPTextEncoder:
         self.dim = int(self._model.config.hidden_size)
         self._max_length = int(self._model.config.max_position_embeddings)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """(n, hidden_size) float32 unit vectors (pooled output; see the module docstring)."""
-        chunks = []
+    def _forward(self, texts: list[str]):
+        """Yield (model output, attention mask) per batch of texts."""
         for start in range(0, len(texts), self.batch_size):
             tokens = self._tokenizer(
                 list(texts[start : start + self.batch_size]),
@@ -143,10 +162,22 @@ class CLIPTextEncoder:
                 output = self._model(
                     input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
                 )
-            chunks.append(output.pooler_output.float().numpy())
+            yield output, tokens["attention_mask"]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(n, hidden_size) float32 unit vectors (pooled output; see the module docstring)."""
+        chunks = [output.pooler_output.float().numpy() for output, _ in self._forward(texts)]
         if not chunks:
             return np.zeros((0, self.dim), dtype=np.float32)
         return _l2_normalise(np.concatenate(chunks))
+
+    def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        """Per text, (tokens, hidden_size) float32 last hidden states, padding removed."""
+        states = []
+        for output, mask in self._forward(texts):
+            hidden = output.last_hidden_state.float().numpy()
+            states += [hidden[i, : int(mask[i].sum())].copy() for i in range(len(hidden))]
+        return states
 
 
 def _looks_like_path(name_or_path: str) -> bool:
@@ -183,16 +214,42 @@ def build_text_encoder(name: str) -> TextEncoder:
     return CLIPTextEncoder(name)
 
 
-def embed_concepts(encoder: TextEncoder, texts: Iterable[str]) -> dict[str, np.ndarray]:
-    """τ(T) for each distinct concept text, computed once: {text: (dim,) float32}.
+TEXT_VIEWS = ("pooled", "tokens")  # `DenoiserConfig.text`: what of τ(T) the denoiser reads
 
-    Callers cache the result (it is the only place the encoder runs), so training never
-    calls the encoder. Keys are the texts as given; empty texts raise ValueError.
+
+def embed_concepts(
+    encoder: TextEncoder, texts: Iterable[str], view: str = "pooled"
+) -> dict[str, np.ndarray]:
+    """τ(T) for each distinct concept text, computed once: {text: float32 array}.
+
+    ``view`` "pooled": (dim,) unit vectors; "tokens": (tokens, dim) token states. Callers
+    cache the result (it is the only place the encoder runs), so training never calls the
+    encoder. Keys are the texts as given; empty texts raise ValueError.
     """
+    if view not in TEXT_VIEWS:
+        raise ValueError(f"unknown text view {view!r}; valid: {list(TEXT_VIEWS)}")
     unique = list(dict.fromkeys(texts))
     for text in unique:
         check_concept_text(text)
     if not unique:
         return {}
+    if view == "tokens":
+        return dict(zip(unique, encoder.encode_tokens(unique), strict=True))
     vectors = encoder.encode(unique)
     return {text: vectors[i].copy() for i, text in enumerate(unique)}
+
+
+def pad_token_states(states: list[np.ndarray]) -> np.ndarray:
+    """Token states of several texts → (n, max tokens, dim), zero rows as padding.
+
+    An all-zero token never occurs in a real hidden state, so the denoiser reads the
+    padding mask back from the zeros (`wgen.models.denoiser.Denoiser.text_context`) and
+    a text tensor stays a single array through Ray Data, DDP and the samplers.
+    """
+    if not states:
+        raise ValueError("no token states to pad")
+    length = max(len(s) for s in states)
+    padded = np.zeros((len(states), length, states[0].shape[-1]), dtype=np.float32)
+    for i, s in enumerate(states):
+        padded[i, : len(s)] = s
+    return padded

@@ -31,18 +31,32 @@ def encoder_slug(name: str) -> str:
     return slug
 
 
-def text_cache_path(out: str | Path, encoder_name: str) -> Path:
-    return Path(out) / TEXT_DIR / f"{encoder_slug(encoder_name)}.parquet"
+def text_cache_path(out: str | Path, encoder_name: str, view: str = "pooled") -> Path:
+    """``<out>/text/<slug>.parquet`` for pooled vectors, ``<slug>.tokens.parquet`` for token states."""
+    suffix = "" if view == "pooled" else f".{view}"
+    return Path(out) / TEXT_DIR / f"{encoder_slug(encoder_name)}{suffix}.parquet"
 
 
 def read_text_cache(path: Path) -> dict[str, np.ndarray]:
-    """{text: (dim,) float32} from a cache file; an absent file is an empty cache."""
+    """{text: float32 array} from a cache file; an absent file is an empty cache.
+
+    Each row keeps its array flat with its shape beside it (`shape`: [dim] for a pooled
+    vector, [tokens, dim] for token states).
+    """
     if not path.exists():
         return {}
     table = pq.read_table(path)
     texts = table.column("text").to_pylist()
     vectors = table.column("embedding").to_pylist()
-    return {t: np.asarray(v, dtype=np.float32) for t, v in zip(texts, vectors, strict=True)}
+    shapes = (
+        table.column("shape").to_pylist()
+        if "shape" in table.column_names
+        else [[len(v)] for v in vectors]
+    )
+    return {
+        t: np.asarray(v, dtype=np.float32).reshape(shape)
+        for t, v, shape in zip(texts, vectors, shapes, strict=True)
+    }
 
 
 def write_text_cache(path: Path, embeddings: dict[str, np.ndarray]) -> None:
@@ -52,9 +66,10 @@ def write_text_cache(path: Path, embeddings: dict[str, np.ndarray]) -> None:
         {
             "text": pa.array(texts, pa.string()),
             "embedding": pa.array(
-                [np.asarray(embeddings[t], dtype=np.float32) for t in texts],
+                [np.asarray(embeddings[t], dtype=np.float32).reshape(-1) for t in texts],
                 pa.list_(pa.float32()),
             ),
+            "shape": pa.array([list(np.shape(embeddings[t])) for t in texts], pa.list_(pa.int32())),
         }
     )
     with atomic_file(path) as tmp:
@@ -66,17 +81,19 @@ def cached_embeddings(
     encoder_name: str,
     texts: Iterable[str],
     encoder: TextEncoder | None = None,
+    view: str = "pooled",
 ) -> dict[str, np.ndarray]:
-    """τ(T) for every text, from the cache; missing texts are embedded once and added.
+    """τ(T) for every text (``view``: "pooled" vectors or "tokens" states), from the cache;
+    missing texts are embedded once and added.
 
     The encoder is built only when some text is missing (pass ``encoder`` to reuse one).
     """
-    path = text_cache_path(out, encoder_name)
+    path = text_cache_path(out, encoder_name, view)
     cache = read_text_cache(path)
     wanted = list(dict.fromkeys(texts))
     missing = [t for t in wanted if t not in cache]
     if missing:
         encoder = encoder or build_text_encoder(encoder_name)
-        cache.update(embed_concepts(encoder, missing))
+        cache.update(embed_concepts(encoder, missing, view))
         write_text_cache(path, cache)
     return {t: cache[t] for t in wanted}

@@ -136,13 +136,21 @@ class Attention(nn.Module):
         """(B, S, C) → (B, heads, S, C / heads)."""
         return x.reshape(x.shape[0], x.shape[1], self.heads, -1).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``context_mask`` (B or 1, S) bool: True on the context entries to attend to."""
         batch, length, channels = x.shape
         q = self._split_heads(self.to_q(x))
         k, v = (self._split_heads(part) for part in self.to_kv(context).chunk(2, dim=-1))
         # A context of batch 1 (one concept for all its blocks) is broadcast, not copied.
         k, v = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q kᵀ / √d_head) v
+        mask = (
+            None
+            if context_mask is None
+            else context_mask[:, None, None, :].expand(batch, -1, -1, -1)
+        )
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # softmax(q kᵀ/√d_h) v
         return self.to_out(out.transpose(1, 2).reshape(batch, length, channels))
 
 
@@ -163,12 +171,14 @@ class CrossAttnBlock1D(nn.Module):
             nn.Linear(mlp_ratio * channels, channels),
         )
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """x (B, C, L), context (B or 1, S, ctx_dim) → (B, C, L)."""
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, C, L), context (B or 1, S, ctx_dim), mask (B or 1, S) → (B, C, L)."""
         h = x.transpose(1, 2)  # (B, L, C): positions are the tokens
         normed = self.norm_self(h)
         h = h + self.self_attn(normed, normed)
-        h = h + self.cross_attn(self.norm_cross(h), context)
+        h = h + self.cross_attn(self.norm_cross(h), context, context_mask)
         h = h + self.mlp(self.norm_mlp(h))
         return h.transpose(1, 2)
 
@@ -186,10 +196,12 @@ class _Level(nn.Module):
         )
         self.attn = CrossAttnBlock1D(out_ch, size.emb_dim, size.heads) if attention else None
 
-    def forward(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, emb: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor | None]
+    ) -> torch.Tensor:
         for block in self.res:
             h = block(h, emb)
-        return self.attn(h, context) if self.attn is not None else h
+        return self.attn(h, *context) if self.attn is not None else h
 
 
 # ---------------------------------------------------------------------------------------
@@ -207,7 +219,8 @@ class DenoiserSize:
         attn_levels: how many of the coarsest resolutions also get a Transformer block on
             both paths; 0 = only the middle one (there is always one, so text enters).
         emb_dim: width of the timestep/index embedding and of the text tokens.
-        text_tokens: τ(T) is projected to this many context tokens for cross-attention.
+        text_tokens: a pooled τ(T) is projected to this many context tokens; with token
+            states, the learned null text is a sequence of this many tokens.
         heads: attention heads.
         patch: p, weights per position after the stem: a strided conv turns the b values
             into b / p positions of channels[0] (as a ViT/DiT patch embedding), and the
@@ -234,12 +247,20 @@ class Denoiser(nn.Module):
     """
 
     def __init__(
-        self, size: DenoiserSize, text_dim: int, index_dim: int, extra_cond: bool = False
+        self,
+        size: DenoiserSize,
+        text_dim: int,
+        index_dim: int,
+        extra_cond: bool = False,
+        text_view: str = "tokens",
     ) -> None:
         super().__init__()
+        if text_view not in ("tokens", "pooled"):
+            raise ValueError(f"text view must be 'tokens' or 'pooled', got {text_view!r}")
         self.size = size
         self.text_dim = text_dim
         self.index_dim = index_dim
+        self.text_view = text_view
         channels = size.channels
         levels = len(channels)
         self.length_multiple = size.patch * 2 ** (levels - 1)
@@ -250,10 +271,16 @@ class Denoiser(nn.Module):
         self.extra_mlp = (
             EmbeddingMLP(size.emb_dim, size.emb_dim, zero_out=True) if extra_cond else None
         )
-        self.null_text = nn.Parameter(torch.zeros(text_dim))
-        self.text_proj = nn.Sequential(
-            nn.Linear(text_dim, size.emb_dim * size.text_tokens), Activation()
-        )
+        if text_view == "tokens":
+            # Word by word: each token state is projected on its own, the null text is a
+            # learned token sequence in τ's space (small random init: distinct tokens).
+            self.null_text = nn.Parameter(0.02 * torch.randn(size.text_tokens, text_dim))
+            self.text_proj = nn.Sequential(nn.Linear(text_dim, size.emb_dim), Activation())
+        else:
+            self.null_text = nn.Parameter(torch.zeros(text_dim))
+            self.text_proj = nn.Sequential(
+                nn.Linear(text_dim, size.emb_dim * size.text_tokens), Activation()
+            )
         self.text_norm = nn.LayerNorm(size.emb_dim)
 
         def has_attention(level: int) -> bool:
@@ -290,23 +317,46 @@ class Denoiser(nn.Module):
             emb = emb + self.extra_mlp(extra_cond.float() * EXTRA_COND_SCALE)
         return act(emb)
 
-    def _text_tokens(self, text: torch.Tensor) -> torch.Tensor:
-        """τ(T) (R, text_dim) → (R, text_tokens, emb_dim) context tokens."""
+    def _project(self, text: torch.Tensor) -> torch.Tensor:
+        """τ → context tokens: (R, S, text_dim) token states → (R, S, emb_dim), or a pooled
+        (R, text_dim) → (R, text_tokens, emb_dim)."""
+        if self.text_view == "tokens":
+            return self.text_norm(self.text_proj(text))
         tokens = self.text_proj(text).view(text.shape[0], self.size.text_tokens, -1)
         return self.text_norm(tokens)
 
-    def text_context(self, text: torch.Tensor, drop_text: torch.Tensor | None) -> torch.Tensor:
-        """Context tokens for cross-attention: (B or 1, text_tokens, emb_dim).
+    def text_context(
+        self, text: torch.Tensor, drop_text: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Context tokens and their attention mask for cross-attention.
 
-        Rows where `drop_text` is True get the tokens of the learned `null_text` instead
-        (it goes through the same projection). Projecting before selecting keeps a
-        shared text of batch 1 cheap: one projection per concept, not one per block.
+        ``text``: (B or 1, S, text_dim) token states, zero rows as padding, or (B or 1,
+        text_dim) pooled vectors. The null text is used where ``drop_text`` is True and where
+        the text is all zeros (so a zero tensor *is* the null condition, for any view).
+        Token view: the context is [text tokens ‖ null tokens] with a mask that selects
+        one of the two per row, so a batch mixing dropped and kept rows stays one tensor.
+        Pooled view: the projected null replaces the projected text (no mask needed).
         """
-        tokens = self._text_tokens(text)
-        if drop_text is None:
-            return tokens
-        null_tokens = self._text_tokens(self.null_text[None].to(text.dtype))
-        return torch.where(drop_text.reshape(-1, 1, 1), null_tokens, tokens)
+        expected = 3 if self.text_view == "tokens" else 2
+        if text.ndim != expected or text.shape[-1] != self.text_dim:
+            raise ValueError(
+                f"the {self.text_view!r} text view takes "
+                f"{'(B, tokens, text_dim)' if expected == 3 else '(B, text_dim)'} with "
+                f"text_dim={self.text_dim}, got shape {tuple(text.shape)}"
+            )
+        text = text.to(self.null_text.dtype)
+        empty = text.abs().flatten(1).sum(1) == 0  # (B or 1,)
+        drop = empty if drop_text is None else drop_text.reshape(-1) | empty
+        null = self._project(self.null_text[None])  # (1, text_tokens, emb_dim)
+        if self.text_view == "pooled":
+            tokens = self._project(text)
+            return torch.where(drop.reshape(-1, 1, 1), null, tokens), None
+        tokens = self._project(text)  # (B or 1, S, emb_dim)
+        rows = max(tokens.shape[0], drop.shape[0])
+        token_mask = (text.abs().sum(-1) > 0).expand(rows, -1) & ~drop[:, None]
+        null_mask = drop[:, None].expand(rows, null.shape[1])
+        context = torch.cat((tokens.expand(rows, -1, -1), null.expand(rows, -1, -1)), dim=1)
+        return context, torch.cat((token_mask, null_mask), dim=1)
 
     def forward(
         self,
@@ -323,8 +373,9 @@ class Denoiser(nn.Module):
             x: (B, 1, b) noised blocks w_n^t.
             t: (B,) timesteps.
             n: (B,) block indices.
-            text: (B, text_dim) or (1, text_dim) τ(T); batch 1 is shared by all B
-                blocks (all blocks of one concept) without copying.
+            text: τ(T) as (B or 1, S, text_dim) token states (zero rows = padding) or
+                (B or 1, text_dim) pooled vectors, per the denoiser's ``text_view``; batch 1
+                is shared by all B blocks (all blocks of one concept) without copying.
             extra_cond: (B,) extra scalar condition (guidance weight w), or None.
             drop_text: (B,) bool, True where the text is replaced by `null_text`.
         Returns:
@@ -333,7 +384,7 @@ class Denoiser(nn.Module):
         batch, _, block_size = x.shape
         # 1. Conditions: one embedding for the ResBlocks, text tokens for cross-attention.
         emb = self.embed(t.to(x.device).expand(batch), n.to(x.device), extra_cond)
-        context = self.text_context(text.to(x.dtype), drop_text)
+        context = self.text_context(text.to(x.device), drop_text)
         # 2. Pad the length to a multiple of 2^(levels−1) so every halving is exact.
         pad = -block_size % self.length_multiple
         h = self.conv_in(F.pad(x, (0, pad)))
@@ -384,4 +435,6 @@ def build_denoiser(cfg: DenoiserConfig, text_dim: int, extra_cond: bool = False)
     """The denoiser for `cfg.size` and the text encoder's width; `extra_cond` adds a w input."""
     if cfg.size not in DENOISER_SIZES:
         raise ValueError(f"unknown denoiser size {cfg.size!r}; valid: {sorted(DENOISER_SIZES)}")
-    return Denoiser(DENOISER_SIZES[cfg.size], text_dim, cfg.index_dim, extra_cond=extra_cond)
+    return Denoiser(
+        DENOISER_SIZES[cfg.size], text_dim, cfg.index_dim, extra_cond=extra_cond, text_view=cfg.text
+    )
