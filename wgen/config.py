@@ -159,6 +159,16 @@ class TrainConfig:
     shuffle_buffer: int = (
         8192  # blocks in each worker's local shuffle buffer, so a batch mixes concepts (0 = off)
     )
+    # Paraphrase augmentation (the paper's LLM rewording; here the concept grammar writes
+    # them): P extra wordings per training concept, one wording drawn per concept per step.
+    paraphrases: int = 16  # P; 0 = each concept's own text only
+    # The function-space term L = L_diff + λ_f·L_func (wgen.generator.funcspace): whole
+    # concepts, all N blocks denoised from pure noise as generation does, decoded and run
+    # through the frozen base GAN on a few of the concept's training pairs.
+    func_weight: float = 1.0  # λ_f; 0 = the diffusion loss alone
+    func_pairs: int = 8  # training pairs per concept in the function-space term
+    func_concepts: int = 4  # concepts per function-space step (global, split over workers)
+    func_t: list[int] | None = None  # [lo, hi] timesteps the term is applied at; None = the single step's t
 
 
 @dataclass
@@ -258,6 +268,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.epochs": 2,
         "train.batch_size": 32,
         "train.quality_every": 0,
+        "train.paraphrases": 2,
+        "train.func_pairs": 2,
+        "train.func_concepts": 2,
         "generate.single_step_t": 50,
     },
     # bench: the headline benchmark, more pairs per concept so held-out training can converge.

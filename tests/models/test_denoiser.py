@@ -159,3 +159,12 @@ def test_pooled_view_takes_one_vector_per_text() -> None:
     assert not torch.allclose(model(x, t, n, pooled.flip(0)), out, atol=1e-5)
     with pytest.raises(ValueError, match="pooled"):
         model(x, t, n, pooled[:, None, :])
+
+
+def test_text_rows_equal_repeated_texts() -> None:
+    model = tiny()
+    x, t, n, text = inputs(6, 32)
+    rows = torch.tensor([0, 0, 1, 1, 1, 0])
+    torch.testing.assert_close(
+        model(x, t, n, text[:2], text_rows=rows), model(x, t, n, text[rows])
+    )

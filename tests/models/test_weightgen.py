@@ -60,8 +60,9 @@ def generator(one_thread) -> WeightGenerator:
     return tiny_generator()
 
 
-def embedding(seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(TEXT_DIM).astype(np.float32)
+def embedding(seed: int = 0, tokens: int = 5) -> np.ndarray:
+    """Token states of one text, as the default (token) text view reads them."""
+    return np.random.default_rng(seed).standard_normal((tokens, TEXT_DIM)).astype(np.float32)
 
 
 def assert_same_state(a: dict, b: dict) -> None:

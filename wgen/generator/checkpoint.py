@@ -38,13 +38,18 @@ from wgen.core.runtime import atomic_dir, read_json, write_json
 from wgen.gan.lora import CONFIG_FILE, save_adapter
 from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
 from wgen.generator.diffusion import WeightDiffusion
-from wgen.generator.text import TextEncoder, build_text_encoder, check_concept_text
+from wgen.generator.text import (
+    TextEncoder,
+    build_text_encoder,
+    check_concept_text,
+    embed_concepts,
+)
 from wgen.models.denoiser import Denoiser, build_denoiser
 from wgen.weights.blocks import BlockLayout
 from wgen.weights.codec import BlockCodec
 from wgen.weights.format import Manifest, check_compatible, require_same_base, unflatten
 
-FORMAT_VERSION = 1  # bump when the folder layout changes
+FORMAT_VERSION = 2  # bump when the folder layout or the denoiser's inputs change (2: token text)
 CONFIG_YAML = "config.yaml"
 DENOISER_FILE = "denoiser.safetensors"
 CODEC_FILE = "block_codec.safetensors"
@@ -154,8 +159,10 @@ class WeightGenerator:
         return self._encoder
 
     def embed(self, text: str) -> np.ndarray:
-        """τ(T) of one concept text: (text_dim,) float32. Empty text is a ValueError."""
-        return self.encoder.encode([check_concept_text(text)])[0]
+        """τ(T) of one concept text as the denoiser reads it (`DenoiserConfig.text`): a
+        (text_dim,) pooled vector or (tokens, text_dim) token states. Empty text is a ValueError."""
+        view = self.config.denoiser.text
+        return embed_concepts(self.encoder, [check_concept_text(text)], view)[text.strip()]
 
     def generate_config(self, steps: int | None = None, seed: int | None = None) -> GenerateConfig:
         """The config's sampling settings with `steps` / `seed` overridden where given."""
@@ -172,13 +179,14 @@ class WeightGenerator:
     def generate_from_embedding(
         self, embedding: np.ndarray, steps: int | None = None, seed: int | None = None
     ) -> dict[str, torch.Tensor]:
-        """τ(T) → the trainable LoRA state dict: all N blocks in one batched forward per step."""
+        """τ(T) (as `embed` gives it; zeros = the null text) → the trainable LoRA state dict:
+        all N blocks in one batched forward per step."""
         layout = self.layout
         device = next(self.denoiser.parameters()).device
         n = torch.from_numpy(layout.block_index()).to(device)
-        text = torch.as_tensor(np.asarray(embedding, dtype=np.float32)).reshape(1, -1).to(device)
-        if text.shape[1] != self.text_dim:
-            raise ValueError(f"embedding of width {text.shape[1]}, expected {self.text_dim}")
+        text = torch.as_tensor(np.asarray(embedding, dtype=np.float32))[None].to(device)
+        if text.shape[-1] != self.text_dim:
+            raise ValueError(f"embedding of width {text.shape[-1]}, expected {self.text_dim}")
         gen = self.generate_config(steps, seed)
         blocks = self.diffusion.sample(self.denoiser, n, text, layout.block_size, gen)
         return unflatten(self.codec.decode(blocks[:, 0].cpu().numpy()), self.manifest)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -47,8 +48,18 @@ from wgen.gan.metrics import build_feature_extractor
 from wgen.gan.quality import concept_evals, mean_metrics, score_lora
 from wgen.gan.training import BASE_DIR, BaseGAN, weight_manifest
 from wgen.generator.checkpoint import DENOISER_FILE, INFO_FILE, WeightGenerator
-from wgen.generator.dataset import TRAIN, VAL, BlockData, block_datasets, load_block_data
+from wgen.generator.dataset import (
+    CONCEPT_DATASET,
+    TRAIN,
+    VAL,
+    BlockData,
+    block_datasets,
+    concept_dataset,
+    function_space_rows,
+    load_block_data,
+)
 from wgen.generator.diffusion import WeightDiffusion
+from wgen.generator.funcspace import FunctionSpaceLoss, pair_tensors
 from wgen.models.denoiser import Denoiser, build_denoiser
 from wgen.weights.format import WeightFormatError, check_compatible
 from wgen.weights.store import WeightStore
@@ -76,6 +87,13 @@ def run_name(config: Config) -> str:
         "text_encoder": config.train.text_encoder,
         "lora": dataclasses.asdict(config.lora),
         "gan_size": config.gan.size,
+        # What the model is trained on and for (not how fast): other values, other model.
+        "objective": {
+            "paraphrases": config.train.paraphrases,
+            "func_weight": config.train.func_weight,
+            "func_t": config.train.func_t,
+            "single_step_t": config.generate.single_step_t,
+        },
     }
     digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:10]
     return f"generator-{digest}"
@@ -188,17 +206,43 @@ def read_progress(folder: Path, rank: int = 0) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+class TextTable:
+    """Every wording's τ on the worker's device, and one wording drawn per concept.
+
+    Wording c < C is concept c's own text (validation and the quality probe read those);
+    a training step draws one of a training concept's P + 1 wordings (paraphrase
+    augmentation), uniformly, from the step's seeded generator.
+    """
+
+    def __init__(self, data: BlockData, device: torch.device) -> None:
+        self.states = torch.as_tensor(data.text_states, device=device)
+        self.wordings = torch.as_tensor(data.wordings)
+        self.counts = torch.as_tensor(data.n_wordings)
+
+    def own(self, concepts: torch.Tensor) -> torch.Tensor:
+        return self.states[concepts.to(self.states.device)]
+
+    def draw_ids(self, concepts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        concepts = concepts.cpu()
+        pick = (torch.rand(len(concepts), generator=generator) * self.counts[concepts]).long()
+        return self.wordings[concepts, pick]
+
+    def draw(self, concepts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.states[self.draw_ids(concepts, generator).to(self.states.device)]
+
+
 def train_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     diffusion: WeightDiffusion,
     shard,
-    embeddings: torch.Tensor,
+    texts: TextTable,
     batch_size: int,
     shuffle_buffer: int,
     seed: int,
 ) -> dict[str, float]:
-    """One pass over this worker's shard; loss and throughput summed over all workers."""
+    """One pass of the diffusion loss over this worker's block shard; loss and throughput
+    summed over all workers. Each block reads one wording of its concept's text."""
     model.train()
     generator = torch.Generator().manual_seed(seed)
     loss_sum, batches, blocks, waited = 0.0, 0, 0, 0.0
@@ -217,7 +261,7 @@ def train_epoch(
         if batch is None:
             break
         x, mask = batch["x"][:, None, :], batch["mask"][:, None, :]
-        text = embeddings[batch["concept"].to(embeddings.device)]
+        text = texts.draw(batch["concept"], generator)
         loss = diffusion.training_loss(model, x, mask, batch["n"], text, generator=generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,12 +278,72 @@ def train_epoch(
     }
 
 
+def func_timesteps(config: Config) -> tuple[int, int]:
+    """[lo, hi] of the timesteps the function-space term is applied at (`train.func_t`)."""
+    if config.train.func_t is None:
+        t = config.generate.single_step_t
+        return t, t
+    lo, hi = config.train.func_t
+    return lo, hi
+
+
+def function_space_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    diffusion: WeightDiffusion,
+    func_loss: FunctionSpaceLoss,
+    shard,
+    texts: TextTable,
+    concepts_per_step: int,
+    timesteps: tuple[int, int],
+    weight: float,
+    seed: int,
+) -> dict[str, float]:
+    """One pass of λ_f·L_func over this worker's training concepts.
+
+    Each step takes a few whole concepts, draws one wording of each, denoises ALL N blocks
+    of each from pure noise at a t in ``timesteps`` — exactly what single-step generation
+    does — and scores the decoded LoRA through the frozen base GAN on the concept's
+    training pairs. One forward of the denoiser per step (a DDP requirement): the blocks
+    of all the step's concepts go in one batch, each reading its concept's text row.
+    """
+    model.train()
+    generator = torch.Generator().manual_seed(seed)
+    device = texts.states.device
+    layout = func_loss.codec.layout
+    n_blocks, block_size = layout.n_blocks, layout.block_size
+    n = torch.arange(n_blocks, device=device)
+    loss_sum, steps = 0.0, 0
+    start = time.perf_counter()
+    for batch in shard.iter_batches(batch_size=concepts_per_step, batch_format="numpy"):
+        concepts = torch.as_tensor(batch["concept"])
+        count = len(concepts)
+        text = texts.states[texts.draw_ids(concepts, generator).to(device)]
+        t = torch.randint(timesteps[0], timesteps[1] + 1, (count,), generator=generator)
+        t = t.repeat_interleave(n_blocks).to(device)
+        x_t = torch.randn(count * n_blocks, 1, block_size, generator=generator).to(device)
+        rows = torch.arange(count, device=device).repeat_interleave(n_blocks)
+        output = model(x_t, t, n.repeat(count), text, text_rows=rows)
+        x0 = diffusion.predict_x0(output, x_t, t).reshape(count, n_blocks, 1, block_size)
+        losses = []
+        for c in range(count):
+            sources, targets = pair_tensors(batch["sources"][c], batch["targets"][c], device)
+            losses.append(func_loss(x0[c], sources, targets))
+        loss = weight * torch.stack(losses).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum, steps = loss_sum + loss.item() / weight, steps + 1
+    loss_sum, steps = all_reduce_sum((loss_sum, steps))
+    return {"func_loss": loss_sum / max(steps, 1), "func_s": time.perf_counter() - start}
+
+
 @torch.no_grad()
 def validation_loss(
     model: torch.nn.Module,
     diffusion: WeightDiffusion,
     shard,
-    embeddings: torch.Tensor,
+    texts: TextTable,
     batch_size: int,
     seed: int,
 ) -> float:
@@ -253,7 +357,7 @@ def validation_loss(
     total, count = 0.0, 0.0
     for batch in shard.iter_torch_batches(batch_size=batch_size):
         x, mask = batch["x"][:, None, :], batch["mask"][:, None, :]
-        text = embeddings[batch["concept"].to(embeddings.device)]
+        text = texts.own(batch["concept"])
         loss = diffusion.training_loss(
             model, x, mask, batch["n"], text, cond_drop_prob=0.0, generator=generator
         )
@@ -265,7 +369,13 @@ def validation_loss(
 
 class QualityProbe:
     """Rank 0's b-independent score: GAN quality with LoRA generated (1 step) for each
-    validation concept, on its held-back pairs; the mean over concepts is reported."""
+    validation concept, on its held-back pairs; the mean over concepts is reported.
+
+    With the text sensitivity beside it: the same score when each concept is generated from
+    ANOTHER validation concept's text (shuffled: the texts rolled by one) and from the null
+    text. A generator that reads its text scores clearly worse with both; one that ignores
+    it (the diffusion-only generator did) scores the same.
+    """
 
     def __init__(self, config: Config, out: Path, data: BlockData, base: BaseGAN) -> None:
         extractor = build_feature_extractor(config.collect.feature_extractor)
@@ -275,16 +385,25 @@ class QualityProbe:
         self.embeddings = [data.embeddings[index[e.concept_id]] for e in self.evals]
         self.base, self.config = base, config
 
-    def __call__(self, generator: WeightGenerator) -> dict[str, float]:
-        if not self.evals:
-            return {}
+    def _mean(self, generator: WeightGenerator, embeddings: list) -> dict[str, float]:
         scores = [
             score_lora(
                 self.base, self.config, generator.generate_from_embedding(emb, steps=1), e.evaluate
             )
-            for e, emb in zip(self.evals, self.embeddings, strict=True)
+            for e, emb in zip(self.evals, embeddings, strict=True)
         ]
-        return {f"quality_{k}": v for k, v in mean_metrics(scores).items()}
+        return mean_metrics(scores)
+
+    def __call__(self, generator: WeightGenerator) -> dict[str, float]:
+        if not self.evals:
+            return {}
+        metrics = {f"quality_{k}": v for k, v in self._mean(generator, self.embeddings).items()}
+        if len(self.evals) > 1:
+            shuffled = self.embeddings[1:] + self.embeddings[:1]
+            metrics["quality_l1_shuffled"] = self._mean(generator, shuffled)["l1"]
+        null = [np.zeros_like(e) for e in self.embeddings]  # zeros = the null condition
+        metrics["quality_l1_null"] = self._mean(generator, null)["l1"]
+        return metrics
 
 
 def save_checkpoint(
@@ -301,8 +420,13 @@ def _format_metrics(metrics: dict[str, float], epochs: int) -> str:
         f"train: epoch {metrics['epoch']}/{epochs} loss {metrics['train_loss']:.4f} "
         f"val {metrics['val_loss']:.4f} · {metrics['blocks_per_s']:,.0f} blocks/s"
     )
+    if "func_loss" in metrics:
+        text += f" func {metrics['func_loss']:.4f}"
     if "quality_l1" in metrics:
         text += f" · GAN with generated LoRA: l1 {metrics['quality_l1']:.4f}"
+    if "quality_l1_shuffled" in metrics:
+        text += f" (another concept's text {metrics['quality_l1_shuffled']:.4f}"
+        text += f", null text {metrics['quality_l1_null']:.4f})"
     return text
 
 
@@ -318,8 +442,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     out = Path(loop_config["out"])
 
-    torch.manual_seed(config.data.seed)  # every rank builds the same initial weights
-    model = build_denoiser(config.denoiser, data.text_dim)
+    with torch.random.fork_rng():  # every rank builds the same initial weights
+        torch.manual_seed(config.data.seed)
+        model = build_denoiser(config.denoiser, data.text_dim)
     if config.denoiser.cond_drop == 0.0:
         # Never dropped, the null text gets no gradient, which DDP would wait for forever.
         model.null_text.requires_grad_(False)
@@ -337,25 +462,40 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         shutil.rmtree(restored, ignore_errors=True)
 
     device = next(model.parameters()).device
-    embeddings = torch.tensor(data.embeddings, device=device)
+    texts = TextTable(data, device)
     diffusion = WeightDiffusion(config.denoiser)
     batch = per_worker_batch(train)
-    base = BaseGAN.load(out / BASE_DIR) if rank == 0 else None
+    use_func = train.func_weight > 0
+    # The frozen base GAN comes from the run folder (shared storage on a cluster), like the
+    # weights; every rank needs it for the function-space term, rank 0 for the probe.
+    base = BaseGAN.load(out / BASE_DIR) if rank == 0 or use_func else None
     probe = QualityProbe(config, out, data, base) if rank == 0 else None
+    func_loss = (
+        FunctionSpaceLoss(base, config, data.codec, data.manifest).to(device) if use_func else None
+    )
     train_shard = ray.train.get_dataset_shard(TRAIN)
     val_shard = ray.train.get_dataset_shard(VAL) if loop_config["has_val"] else None
+    concept_shard = ray.train.get_dataset_shard(CONCEPT_DATASET) if use_func else None
+    concepts_per_step = max(1, train.func_concepts // train.workers)
 
     for epoch in range(state.epoch + 1, train.epochs + 1):
         seed = config.data.seed * 100_003 + epoch * 1_009 + rank
         metrics: dict[str, float] = {"epoch": epoch}
         metrics.update(
             train_epoch(
-                parallel, optimizer, diffusion, train_shard, embeddings, batch,
+                parallel, optimizer, diffusion, train_shard, texts, batch,
                 train.shuffle_buffer, seed,
             )
         )  # fmt: skip
+        if use_func:
+            metrics.update(
+                function_space_epoch(
+                    parallel, optimizer, diffusion, func_loss, concept_shard, texts,
+                    concepts_per_step, func_timesteps(config), train.func_weight, seed + 7,
+                )
+            )  # fmt: skip
         metrics["val_loss"] = (
-            validation_loss(model, diffusion, val_shard, embeddings, batch, config.data.seed + rank)
+            validation_loss(model, diffusion, val_shard, texts, batch, config.data.seed + rank)
             if val_shard is not None
             else math.nan
         )
@@ -420,13 +560,21 @@ def fit_generator(
     per_worker_batch(train)  # fail before anything starts
     start = time.perf_counter()
     data = load_block_data(
-        out, config.denoiser.block_size, train.text_encoder, config.denoiser.center
+        out,
+        config.denoiser.block_size,
+        train.text_encoder,
+        config.denoiser.center,
+        text_view=config.denoiser.text,
+        n_paraphrases=train.paraphrases,
+        seed=config.data.seed,
     )
     check_weights_fit_config(out, config, data)
     name = name or run_name(config)
     storage = Path(storage_path or out / RAY_RESULTS_DIR).resolve()
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch instead
     datasets = block_datasets(data)
+    if train.func_weight > 0:
+        datasets[CONCEPT_DATASET] = concept_dataset(function_space_rows(out, data, config))
     print0(
         f"train: {data.rows.get(TRAIN, 0)} training checkpoints → {data.blocks(TRAIN):,} blocks "
         f"of b={data.layout.block_size} (N={data.layout.n_blocks} per checkpoint), "

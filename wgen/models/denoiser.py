@@ -326,12 +326,17 @@ class Denoiser(nn.Module):
         return self.text_norm(tokens)
 
     def text_context(
-        self, text: torch.Tensor, drop_text: torch.Tensor | None
+        self,
+        text: torch.Tensor,
+        drop_text: torch.Tensor | None,
+        text_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Context tokens and their attention mask for cross-attention.
 
-        ``text``: (B or 1, S, text_dim) token states, zero rows as padding, or (B or 1,
-        text_dim) pooled vectors. The null text is used where ``drop_text`` is True and where
+        ``text``: (R, S, text_dim) token states, zero rows as padding, or (R, text_dim)
+        pooled vectors. Row r of the batch reads text ``text_rows[r]`` (None: row r reads
+        text r, and R = 1 is shared by every row), so the blocks of a few concepts project
+        only those few texts. The null text is used where ``drop_text`` is True and where
         the text is all zeros (so a zero tensor *is* the null condition, for any view).
         Token view: the context is [text tokens ‖ null tokens] with a mask that selects
         one of the two per row, so a batch mixing dropped and kept rows stays one tensor.
@@ -345,15 +350,18 @@ class Denoiser(nn.Module):
                 f"text_dim={self.text_dim}, got shape {tuple(text.shape)}"
             )
         text = text.to(self.null_text.dtype)
-        empty = text.abs().flatten(1).sum(1) == 0  # (B or 1,)
-        drop = empty if drop_text is None else drop_text.reshape(-1) | empty
+        tokens = self._project(text)  # (R, S', emb_dim)
         null = self._project(self.null_text[None])  # (1, text_tokens, emb_dim)
-        if self.text_view == "pooled":
-            tokens = self._project(text)
-            return torch.where(drop.reshape(-1, 1, 1), null, tokens), None
-        tokens = self._project(text)  # (B or 1, S, emb_dim)
+        empty = text.abs().flatten(1).sum(1) == 0  # (R,)
+        token_mask = text.abs().sum(-1) > 0 if self.text_view == "tokens" else None
+        if text_rows is not None:
+            tokens, empty = tokens[text_rows], empty[text_rows]
+            token_mask = None if token_mask is None else token_mask[text_rows]
+        drop = empty if drop_text is None else drop_text.reshape(-1) | empty
         rows = max(tokens.shape[0], drop.shape[0])
-        token_mask = (text.abs().sum(-1) > 0).expand(rows, -1) & ~drop[:, None]
+        if self.text_view == "pooled":
+            return torch.where(drop.reshape(-1, 1, 1), null, tokens), None
+        token_mask = token_mask.expand(rows, -1) & ~drop[:, None]
         null_mask = drop[:, None].expand(rows, null.shape[1])
         context = torch.cat((tokens.expand(rows, -1, -1), null.expand(rows, -1, -1)), dim=1)
         return context, torch.cat((token_mask, null_mask), dim=1)
@@ -366,6 +374,7 @@ class Denoiser(nn.Module):
         text: torch.Tensor,
         extra_cond: torch.Tensor | None = None,
         drop_text: torch.Tensor | None = None,
+        text_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict for a batch of noised blocks.
 
@@ -378,13 +387,15 @@ class Denoiser(nn.Module):
                 is shared by all B blocks (all blocks of one concept) without copying.
             extra_cond: (B,) extra scalar condition (guidance weight w), or None.
             drop_text: (B,) bool, True where the text is replaced by `null_text`.
+            text_rows: (B,) int64, which row of ``text`` each block reads (None: row b
+                reads text b, or the one shared text).
         Returns:
             (B, 1, b), read by the diffusion module as ε, x0 or v.
         """
         batch, _, block_size = x.shape
         # 1. Conditions: one embedding for the ResBlocks, text tokens for cross-attention.
         emb = self.embed(t.to(x.device).expand(batch), n.to(x.device), extra_cond)
-        context = self.text_context(text.to(x.device), drop_text)
+        context = self.text_context(text.to(x.device), drop_text, text_rows)
         # 2. Pad the length to a multiple of 2^(levels−1) so every halving is exact.
         pad = -block_size % self.length_multiple
         h = self.conv_in(F.pad(x, (0, pad)))
