@@ -1,32 +1,28 @@
-"""Quality of the GAN with generated LoRA, before any fine-tuning, against simple baselines.
+"""Zero-shot quality: the GAN with a predicted LoRA, before any fine-tuning, on concepts no
+predictor trained on — the weight generator(s) against every honest baseline.
 
-For every validation concept of a run folder with a trained generator (``wgen train``), the
-base GAN is loaded with LoRA from each method and scored on the concept's held-back pairs
-(`wgen.gan.training.Evaluator`: paired L1 on [0, 1], PSNR, Fréchet distance; lower L1 / FD and
-higher PSNR are better):
+For every validation and held-out concept of a run folder (held-out = unseen combinations
+and unseen paraphrases), the base GAN is loaded with each method's LoRA and scored on the
+concept's held-back pairs (paired L1 on [0, 1], lower is better; PSNR higher is better):
 
-    identity   the source image unchanged (reference: what "no edit" scores)
-    lora-zero  LoRA at peft's standard init (B = 0): the base GAN itself
-    mean       the mean of all training checkpoints' flat vectors
-    nearest    the last checkpoint of the training concept nearest by text embedding
-    nearest-edit  the same, for the training concept whose edit program is closest (L1
-               over primitive strengths): an oracle no text encoder sees, which tells
-               whether the weights transfer between similar edits at all
-    ridge      a linear map text embedding → weights (ridge regression on the training
-               checkpoints): the simplest learned text-conditioned generator
-    wgen-1     the generator, one direct step from its own t (mean over --seeds); with
-               --t 200,500,800 / --guidance 0,1,3 also wgen-1@tT@wW at each (t, w)
-    wgen-ddim  the generator, --ddim-steps DDIM steps (mean over --seeds)
-    own        the concept's own collected LoRA (validation concepts were collected too):
-               the ceiling, which no method sees
+    lora-zero     peft's standard init (B = 0): the base GAN itself
+    mean          the mean training checkpoint
+    nearest, knn  by pooled MiniLM text similarity (every wording of a training concept)
+    ridge, hyper  linear / function-space MLP text → weights (`wgen.generator.baselines`),
+                  trained on the SAME paraphrases as the generator (--paraphrases)
+    nearest-edit  the training concept with the closest edit program: an ORACLE no text
+                  model sees, reported apart
+    <generator>   each --generator NAME=DIR, one direct step (mean over --seeds), with the
+                  text sensitivity beside it: another eval concept's text, and the null text
+    <name>-ddim   the first generator with --ddim-steps DDIM steps
+    own           the concept's own collected LoRA where it was collected: the ceiling
 
-It also reports whether the denoiser uses the text at all (its loss on training blocks with
-the right text, another concept's and the null text), where the generated vectors lie (cosine of wgen − mean with own − mean, for
-LoRA matrices and norm parameters apart: does the generator move from the mean towards the
-concept?) and the latency of generating all N blocks of one concept (median of --repeats,
-1 torch thread): denoising + un-chunking alone, and with the text embedding.
+"gap closed" = (L1_mean − L1_method) / (L1_mean − L1_own), over the concepts with an own
+LoRA; "wins" count concepts where a method's L1 is below the mean's / below the better of
+ridge and hyper on that concept.
 
-    .venv/bin/python benchmarks/generator_quality.py --out runs/demo --json /tmp/quality.json
+    .venv/bin/python benchmarks/generator_quality.py --out runs/study \\
+        --generator wgen=runs/study/generator --json docs/generator_quality.json
 """
 
 from __future__ import annotations
@@ -40,96 +36,44 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
-from wgen.data.concepts import Concept
-from wgen.data.pairs import CONCEPTS_FILE, load_concepts
+from wgen.config import Config
+from wgen.data.concepts import Concept, paraphrases
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
 from wgen.gan.metrics import build_feature_extractor
-from wgen.gan.quality import METRICS, concept_evals, mean_metrics, score_lora
+from wgen.gan.quality import concept_evals, score_lora
+from wgen.gan.training import BASE_DIR, BaseGAN, concept_pairs
+from wgen.generator.baselines import (
+    Ridge,
+    TrainingSet,
+    hyper_prediction,
+    knn_prediction,
+    mean_prediction,
+    nearest_prediction,
+    train_hyper,
+)
 from wgen.generator.checkpoint import WeightGenerator
 from wgen.generator.dataset import row_vectors
-from wgen.generator.diffusion import masked_mse
-from wgen.generator.fit import GENERATOR_DIR
+from wgen.generator.funcspace import FunctionSpaceLoss
 from wgen.generator.textcache import cached_embeddings
-from wgen.weights.format import flatten, unflatten
-from wgen.weights.store import WeightStore, checkpoint_state
+from wgen.weights.blocks import BlockLayout
+from wgen.weights.codec import BlockCodec
+from wgen.weights.format import unflatten
+from wgen.weights.store import WeightStore
 
-
-def flat_rows(frame: pd.DataFrame, n_groups: int) -> np.ndarray:
-    """(R, total) float32: every checkpoint row's groups concatenated."""
-    return np.stack([np.concatenate(vectors) for vectors in row_vectors(frame, n_groups)])
+ORACLES = ("nearest-edit", "own")
 
 
 def split_flat(vector: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
-    return [part.copy() for part in np.split(vector, np.cumsum(lengths)[:-1])]
-
-
-def flat_state(state: dict[str, torch.Tensor], manifest) -> np.ndarray:
-    return np.concatenate(flatten(state, manifest))
-
-
-def lora_mask(manifest) -> np.ndarray:
-    """True on the values of LoRA A/B matrices, False on norm parameters."""
-    return np.concatenate(
-        [np.full(e.numel, ".lora_" in e.key) for g in manifest.groups for e in g.entries]
-    )
-
-
-def fit_ridge(
-    embeddings: np.ndarray, weights: np.ndarray, alpha: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Linear text → weights map (ridge regression on centred data): (x mean, y mean, W).
-
-    The simplest text-conditioned generator: what a learned map can get from the text
-    embeddings of the training concepts, as a reference for the diffusion generator.
-    """
-    x_mean, y_mean = embeddings.mean(axis=0), weights.mean(axis=0)
-    x = embeddings - x_mean
-    coef = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ (weights - y_mean))
-    return x_mean, y_mean, coef
+    return [
+        part.copy() for part in np.split(np.asarray(vector, np.float32), np.cumsum(lengths)[:-1])
+    ]
 
 
 def edit_distance(a: Concept, b: Concept) -> float:
     """L1 distance between two edit programs as {primitive: strength} (absent = 0)."""
     sa, sb = dict(a.edits), dict(b.edits)
     return sum(abs(sa.get(k, 0.0) - sb.get(k, 0.0)) for k in sa.keys() | sb.keys())
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
-
-
-@torch.no_grad()
-def text_sensitivity(
-    generator: WeightGenerator, frame: pd.DataFrame, embedded: dict, samples: int = 8192
-) -> dict[int, dict[str, float]]:
-    """Does the denoiser use the text? Its denoising loss on blocks of ``frame`` at a few t,
-    with each block's own text, a shuffled concept's text, and the learned null text (same
-    noise). Equal losses mean the text is ignored."""
-    rows = row_vectors(frame, len(generator.manifest.groups))
-    blocks, mask = generator.codec.encode(rows)
-    n_blocks, block_size = mask.shape
-    rng = np.random.default_rng(0)
-    pick = rng.choice(len(rows) * n_blocks, min(samples, len(rows) * n_blocks), replace=False)
-    x = torch.from_numpy(blocks.reshape(-1, block_size)[pick])[:, None]
-    real = torch.from_numpy(np.tile(mask, (len(rows), 1))[pick])[:, None]
-    n = torch.from_numpy(np.tile(np.arange(n_blocks), len(rows))[pick])
-    texts = np.stack([embedded[t] for t in frame["concept_text"]])
-    own = torch.from_numpy(np.repeat(texts, n_blocks, axis=0)[pick])
-    shuffled = own[torch.from_numpy(rng.permutation(len(own)))]
-    null = generator.denoiser.null_text.detach()[None].expand_as(own)
-    result = {}
-    for t in (generator.diffusion.num_timesteps * share // 10 for share in (1, 3, 5)):
-        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(t))
-        steps = torch.full((len(x),), t)
-        alpha, sigma = generator.diffusion.alpha_sigma(steps, x)
-        x_t = alpha * x + sigma * noise
-        target = generator.diffusion.target(x, noise, steps)  # ε, x0 or v, as trained
-        result[t] = {
-            name: masked_mse(generator.denoiser(x_t, steps, n, text), target, real).item()
-            for name, text in (("own", own), ("shuffled", shuffled), ("null", null))
-        }
-    return result
 
 
 def latency(fn, repeats: int) -> float:
@@ -142,162 +86,207 @@ def latency(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def summarise(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Per method: mean L1 / PSNR, gap closed, wins vs mean and vs the best of ridge/hyper."""
+    part = table[table["split"] == split]
+    l1 = part.pivot(index="concept_id", columns="method", values="l1")
+    psnr = part.groupby("method")["psnr"].mean()
+    with_own = l1.dropna(subset=["own"]) if "own" in l1 else l1.iloc[:0]
+    best_simple = l1[["ridge", "hyper"]].min(axis=1)
+    rows = []
+    for method in l1.columns:
+        gap = np.nan
+        if len(with_own):
+            gap = float(
+                (with_own["mean"].mean() - with_own[method].mean())
+                / (with_own["mean"].mean() - with_own["own"].mean())
+            )
+        rows.append(
+            {
+                "method": method,
+                "l1": float(l1[method].mean()),
+                "psnr": float(psnr[method]),
+                "gap_closed": gap,
+                "wins_vs_mean": int((l1[method] < l1["mean"]).sum()),
+                "wins_vs_best_simple": int((l1[method] < best_simple).sum()),
+                "concepts": int(l1[method].notna().sum()),
+            }
+        )
+    return pd.DataFrame(rows).set_index("method")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="run folder with generator/")
+    parser.add_argument("--out", type=Path, required=True, help="run folder (pairs, weights, base)")
     parser.add_argument(
-        "--generator", type=Path, default=None, help="generator folder (default: OUT/generator)"
+        "--generator",
+        action="append",
+        default=[],
+        help="NAME=DIR of a trained generator (repeatable; default: wgen=OUT/generator)",
     )
+    parser.add_argument("--paraphrases", type=int, default=16, help="P for ridge/hyper's texts")
+    parser.add_argument("--hyper-epochs", type=int, default=40)
+    parser.add_argument("--ridge-alpha", type=float, default=1.0)
     parser.add_argument("--seeds", default="0,1,2", help="generation seeds to average over")
     parser.add_argument("--ddim-steps", type=int, default=10)
-    parser.add_argument(
-        "--guidance",
-        default=None,
-        help="classifier-free guidance weights w to compare for the single step, comma-separated"
-        " (needs a generator trained with denoiser.cond_drop > 0; default: its own)",
-    )
-    parser.add_argument(
-        "--t",
-        default=None,
-        help="single-step t values to compare, comma-separated (default: the generator's own)",
-    )
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats (median)")
-    parser.add_argument("--ridge-alpha", type=float, default=1.0, help="ridge baseline's alpha")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--json", type=Path, default=None, help="write every number here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
-
-    generator = WeightGenerator.load(args.generator or args.out / GENERATOR_DIR)
-    config, manifest, base = generator.config, generator.manifest, generator.base
-    own_t, own_w = config.generate.single_step_t, config.generate.guidance
-    t_values = [int(t) for t in args.t.split(",")] if args.t else [own_t]
-    w_values = [float(w) for w in args.guidance.split(",")] if args.guidance else [own_w]
-    single = {  # name → (t, w); "wgen-1" is the generator's own setting
-        "wgen-1" + (f"@t{t}" if t != own_t else "") + (f"@w{w:g}" if w != own_w else ""): (t, w)
-        for t in t_values
-        for w in w_values
-    }
+    named = [g.split("=", 1) for g in args.generator] or [["wgen", str(args.out / "generator")]]
+    generators = {name: WeightGenerator.load(Path(folder)) for name, folder in named}
+    first = next(iter(generators.values()))
+    config: Config = first.config
+    base = BaseGAN.load(args.out / BASE_DIR)
     store = WeightStore(args.out)
-    generator.check_base(store.manifest().fingerprint)
+    manifest = store.manifest()
+    for generator in generators.values():
+        generator.check_base(manifest.fingerprint)
     frame = store.read()
-    train, val = frame[frame["split"] == "train"], frame[frame["split"] == "val"]
-    n_groups = len(manifest.groups)
-
-    train_flat = flat_rows(train, n_groups)
-    mean_state = unflatten(split_flat(train_flat.mean(axis=0), manifest.group_lengths), manifest)
-    last = train.sort_values("checkpoint").groupby("concept_id").tail(1).set_index("concept_id")
-    texts = dict(zip(frame["concept_id"], frame["concept_text"], strict=False))
-    embedded = cached_embeddings(
-        args.out, generator.text_encoder, list(dict.fromkeys(texts.values()))
-    )
-    train_ids = sorted(last.index)
-    train_matrix = np.stack([embedded[texts[c]] for c in train_ids])
+    lengths = manifest.group_lengths
     programs = {c.id: c for c in load_concepts(args.out / CONCEPTS_FILE)}
 
-    extractor = build_feature_extractor(config.collect.feature_extractor)
-    evals = concept_evals(args.out, sorted(val["concept_id"].unique()), config, extractor)
-    mask = lora_mask(manifest)
-    mean_flat = train_flat.mean(axis=0)
-    x_mean, y_mean, coef = fit_ridge(
-        np.stack([embedded[t] for t in train["concept_text"]]), train_flat, args.ridge_alpha
-    )
-    rows, geometry = [], []
-    for e in evals:
-        embedding = embedded[e.text]
-        similarity = train_matrix @ embedding
-        nearest_id = train_ids[int(np.argmax(similarity))]
-        edit_id = min(train_ids, key=lambda c: edit_distance(programs[e.concept_id], programs[c]))
-        own_row = val[val["concept_id"] == e.concept_id].sort_values("checkpoint").iloc[-1]
-        states = {
-            "lora-zero": None,
-            "mean": mean_state,
-            "nearest": checkpoint_state(last.loc[nearest_id], manifest, base.fingerprint),
-            "nearest-edit": checkpoint_state(last.loc[edit_id], manifest, base.fingerprint),
-            "ridge": unflatten(
-                split_flat(y_mean + (embedding - x_mean) @ coef, manifest.group_lengths), manifest
-            ),
-            "own": checkpoint_state(own_row, manifest, base.fingerprint),
-        }
-        scores = {"identity": e.evaluate(nn.Identity())}
-        scores.update({m: score_lora(base, config, s, e.evaluate) for m, s in states.items()})
-        own_delta = flat_state(states["own"], manifest) - mean_flat
-        samplers = [(name, 1, t, w) for name, (t, w) in single.items()]
-        samplers.append((f"wgen-ddim{args.ddim_steps}", args.ddim_steps, own_t, own_w))
-        for name, steps, t, w in samplers:
-            config.generate.single_step_t, config.generate.guidance = t, w
-            generated = [
-                generator.generate_from_embedding(embedding, steps, seed) for seed in seeds
-            ]
-            config.generate.single_step_t, config.generate.guidance = own_t, own_w
-            scores[name] = mean_metrics(
-                [score_lora(base, config, g, e.evaluate) for g in generated]
+    # 1. The training set every baseline sees: mean checkpoint + all wordings per concept.
+    train = frame[frame["split"] == "train"]
+    train_ids = sorted(train["concept_id"].unique())
+    targets = np.stack(
+        [
+            np.mean(
+                [
+                    np.concatenate(v)
+                    for v in row_vectors(train[train["concept_id"] == c], len(lengths))
+                ],
+                axis=0,
             )
-            delta = np.mean([flat_state(g, manifest) for g in generated], axis=0) - mean_flat
-            geometry.append(
+            for c in train_ids
+        ]
+    ).astype(np.float32)
+    wording_texts = {
+        c: [programs[c].text] + paraphrases(programs[c], args.paraphrases, config.data.seed)
+        for c in train_ids
+    }
+    eval_ids = sorted(c.id for c in programs.values() if c.split in ("val", "heldout"))
+    all_texts = [t for ts in wording_texts.values() for t in ts] + [
+        programs[c].text for c in eval_ids
+    ]
+    pooled = cached_embeddings(args.out, config.train.text_encoder, all_texts)
+    data = TrainingSet(
+        train_ids, targets, [np.stack([pooled[t] for t in wording_texts[c]]) for c in train_ids]
+    )
+
+    # 2. Fit the learned baselines on exactly that.
+    start = time.perf_counter()
+    ridge = Ridge.fit(data, args.ridge_alpha)
+    layout = BlockLayout.from_lengths(lengths, config.denoiser.block_size)
+    codec = BlockCodec.fit(row_vectors(train, len(lengths)), layout, center=True)
+    func_loss = FunctionSpaceLoss(base, config, codec, manifest)
+    pairs = {
+        p.concept_id: (
+            p.train_sources[: config.train.func_pairs],
+            p.train_targets[: config.train.func_pairs],
+        )
+        for p in concept_pairs(read_pairs(args.out, train_ids), config)
+    }
+    hyper = train_hyper(data, pairs, func_loss, epochs=args.hyper_epochs, seed=config.data.seed)
+    fit_seconds = time.perf_counter() - start
+    print(
+        f"baselines fitted on {len(train_ids)} training concepts × {1 + args.paraphrases} wordings in {fit_seconds:.0f} s"
+    )
+
+    # 3. Score every method on every validation / held-out concept.
+    extractor = build_feature_extractor(config.collect.feature_extractor)
+    evals = concept_evals(args.out, eval_ids, config, extractor)
+    own_rows = (
+        frame[frame["concept_id"].isin(eval_ids)]
+        .sort_values("checkpoint")
+        .groupby("concept_id")
+        .tail(1)
+    )
+    own = {
+        r.concept_id: np.concatenate(
+            [np.asarray(r[f"g{g:03d}"], np.float32) for g in range(len(lengths))]
+        )
+        for _, r in own_rows.iterrows()
+    }
+    states = {n: g.embed for n, g in generators.items()}
+    text_states = {n: {e.concept_id: states[n](e.text) for e in evals} for n in generators}
+    rows = []
+    for i, e in enumerate(evals):
+        embedding = pooled[e.text]
+        edit_id = min(train_ids, key=lambda c: edit_distance(programs[e.concept_id], programs[c]))
+        flats = {
+            "mean": mean_prediction(data),
+            "nearest": nearest_prediction(data, embedding),
+            "knn": knn_prediction(data, embedding),
+            "ridge": ridge.predict(embedding),
+            "hyper": hyper_prediction(hyper, func_loss, embedding),
+            "nearest-edit": targets[train_ids.index(edit_id)],
+        }
+        if e.concept_id in own:
+            flats["own"] = own[e.concept_id]
+        scores = {"lora-zero": score_lora(base, config, None, e.evaluate)}
+        for method, flat in flats.items():
+            scores[method] = score_lora(
+                base, config, unflatten(split_flat(flat, lengths), manifest), e.evaluate
+            )
+        other = evals[(i + 1) % len(evals)].concept_id
+        for name, generator in generators.items():
+            own_text = text_states[name][e.concept_id]
+            variants = {
+                name: own_text,
+                f"{name}|other-text": text_states[name][other],
+                f"{name}|null-text": np.zeros_like(own_text),
+            }
+            for label, text in variants.items():
+                per_seed = [
+                    score_lora(
+                        base, config, generator.generate_from_embedding(text, 1, s), e.evaluate
+                    )
+                    for s in seeds
+                ]
+                scores[label] = {k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]}
+        first_name = next(iter(generators))
+        ddim = [
+            first.generate_from_embedding(text_states[first_name][e.concept_id], args.ddim_steps, s)
+            for s in seeds
+        ]
+        per_seed = [score_lora(base, config, d, e.evaluate) for d in ddim]
+        scores[f"{first_name}-ddim"] = {
+            k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]
+        }
+        split = programs[e.concept_id].split
+        kind = programs[e.concept_id].kind
+        for method, metrics in scores.items():
+            rows.append(
                 {
                     "concept_id": e.concept_id,
-                    "method": name,
-                    "cos_lora": cosine(delta[mask], own_delta[mask]),
-                    "cos_norms": cosine(delta[~mask], own_delta[~mask]),
-                    "norm_ratio": float(np.linalg.norm(delta) / np.linalg.norm(own_delta)),
+                    "split": split,
+                    "kind": kind,
+                    "method": method,
+                    **metrics,
                 }
             )
-        for method, metrics in scores.items():
-            rows.append({"concept_id": e.concept_id, "text": e.text, "method": method, **metrics})
         print(
-            f"{e.concept_id} {e.text!r}: nearest training concept {nearest_id} "
-            f"{texts[nearest_id]!r} (cos {similarity.max():.2f}); nearest edit {edit_id} "
-            f"{texts[edit_id]!r}"
+            f"{e.concept_id} [{split}{'/' + kind if kind else ''}] {e.text!r}: "
+            + ", ".join(f"{m} {s['l1']:.3f}" for m, s in scores.items() if "|" not in m)
         )
 
     table = pd.DataFrame(rows)
-    order = list(dict.fromkeys(table["method"]))
-    summary = table.groupby("method")[list(METRICS)].mean().loc[order]
-    l1 = table.pivot(index="concept_id", columns="method", values="l1")[order]
-    wins = {
-        f"{w} beats {m}": int((l1[w] < l1[m]).sum())
-        for w in single
-        for m in ("lora-zero", "mean", "nearest", "nearest-edit", "ridge")
-    }
-    pd.set_option("display.width", 200)
-    print(
-        f"\nGAN quality with each LoRA, mean over {len(evals)} validation concepts (before fine-tuning):"
-    )
-    print(summary.round(4).to_string())
-    print("\nL1 per concept:")
-    print(l1.round(4).to_string())
-    print(f"\nConcepts where the generator has the lower L1: {wins} (of {len(evals)})")
-    geo = pd.DataFrame(geometry).groupby("method")[["cos_lora", "cos_norms", "norm_ratio"]].mean()
-    print("\nGenerated minus mean vs own minus mean (cosine; 1 = straight towards the concept):")
-    print(geo.round(3).to_string())
+    summaries = {split: summarise(table, split) for split in ("val", "heldout")}
+    pd.set_option("display.width", 220)
+    for split, summary in summaries.items():
+        print(f"\n{split}: paired L1 before fine-tuning (lower is better); oracles: {ORACLES}")
+        print(summary.round(4).to_string())
 
-    sensitivity = text_sensitivity(generator, train, embedded)
-    print(
-        "\nDenoising loss on training blocks with the concept's own text / another concept's / null:"
-    )
-    for t, losses in sensitivity.items():
-        print(f"  t={t}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-
-    embedding = embedded[evals[0].text]
     text = evals[0].text
-    generator.encoder  # noqa: B018 - load τ before timing
     timings = {
-        f"denoise_{steps}_ms": 1000
-        * latency(lambda s=steps: generator.generate_from_embedding(embedding, s), args.repeats)
-        for steps in (1, args.ddim_steps)
+        f"{name}_1step_ms": 1000 * latency(lambda g=g: g.generate(text, 1), args.repeats)
+        for name, g in generators.items()
     }
-    timings.update(
-        {
-            f"text_to_lora_{steps}_ms": 1000
-            * latency(lambda s=steps: generator.generate(text, s), args.repeats)
-            for steps in (1, args.ddim_steps)
-        }
-    )
     print(
-        f"\nLatency, all {generator.layout.n_blocks} blocks of b={generator.layout.block_size} of one "
-        f"concept, 1 thread, median of {args.repeats}: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+        "\nText → LoRA latency (embedding + 1 step + un-chunk, 1 thread, median):",
+        {k: round(v, 1) for k, v in timings.items()},
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -305,18 +294,27 @@ def main() -> None:
             json.dumps(
                 {
                     "run": str(args.out),
-                    "generator_epoch": generator.info.get("epoch"),
+                    "generators": {
+                        n: {
+                            "folder": d,
+                            "epoch": generators[n].info.get("epoch"),
+                            "denoiser": vars(generators[n].config.denoiser),
+                            "train": vars(generators[n].config.train),
+                        }
+                        for n, d in named
+                    },
+                    "train_concepts": len(train_ids),
+                    "paraphrases": args.paraphrases,
                     "seeds": seeds,
-                    "summary": summary.reset_index().to_dict(orient="records"),
+                    "summary": {
+                        s: v.reset_index().to_dict(orient="records") for s, v in summaries.items()
+                    },
                     "per_concept": rows,
-                    "wins": wins,
-                    "geometry": geometry,
-                    "text_sensitivity": sensitivity,
-                    "latency": timings,
-                    "n_blocks": generator.layout.n_blocks,
+                    "latency_ms": timings,
+                    "baseline_fit_s": fit_seconds,
                     "feature_extractor": extractor.name,
                 },
-                indent=2,
+                indent=1,
             )
         )
         print(f"→ {args.json}")

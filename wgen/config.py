@@ -168,7 +168,9 @@ class TrainConfig:
     func_weight: float = 1.0  # λ_f; 0 = the diffusion loss alone
     func_pairs: int = 8  # training pairs per concept in the function-space term
     func_concepts: int = 4  # concepts per function-space step (global, split over workers)
-    func_t: list[int] | None = None  # [lo, hi] timesteps the term is applied at; None = the single step's t
+    func_t: list[int] | None = (
+        None  # [lo, hi] timesteps the term is applied at; None = the single step's t
+    )
 
 
 @dataclass

@@ -165,6 +165,4 @@ def test_text_rows_equal_repeated_texts() -> None:
     model = tiny()
     x, t, n, text = inputs(6, 32)
     rows = torch.tensor([0, 0, 1, 1, 1, 0])
-    torch.testing.assert_close(
-        model(x, t, n, text[:2], text_rows=rows), model(x, t, n, text[rows])
-    )
+    torch.testing.assert_close(model(x, t, n, text[:2], text_rows=rows), model(x, t, n, text[rows]))

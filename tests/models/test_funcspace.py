@@ -72,3 +72,66 @@ def test_gradient_steps_on_the_blocks_lower_the_loss():
     assert blocks.grad is not None and blocks.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in loss_fn.model.parameters()), "the GAN stays frozen"
     assert losses[-1] < 0.95 * losses[0]
+
+
+class ListShard:
+    """The one method of a Ray Train dataset shard that `function_space_epoch` uses."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def iter_batches(self, batch_size: int, batch_format: str):
+        assert batch_format == "numpy"
+        for start in range(0, len(self.rows), batch_size):
+            chunk = self.rows[start : start + batch_size]
+            yield {key: np.stack([row[key] for row in chunk]) for key in chunk[0]}
+
+
+def test_function_space_epochs_lower_the_loss_of_generated_weights():
+    """The denoiser trained by the function-space pass alone (no Ray): the GAN with the LoRA
+    it generates in one step gets closer to the concepts' targets epoch after epoch."""
+    from types import SimpleNamespace
+
+    from wgen.gan.metrics import model_to_uint8, uint8_to_model
+    from wgen.generator.diffusion import WeightDiffusion
+    from wgen.generator.fit import TextTable, func_timesteps, function_space_epoch
+    from wgen.models.denoiser import build_denoiser
+
+    config, base, manifest, codec, concept_rows = setup()
+    # x0 prediction: the clean estimate is the output itself (with ε, one step from noise
+    # must also learn to cancel the noise, which needs far more than a test's steps).
+    config.denoiser.prediction = "sample"
+    rng = np.random.default_rng(0)
+    sources = rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)
+    # Two "concepts" whose targets some LoRA reaches exactly: the GAN with two known LoRAs.
+    with torch.no_grad():
+        targets = np.stack(
+            [
+                model_to_uint8(
+                    lora_generator(base, config, init=unflatten(concept_rows[c], manifest)).eval()(
+                        uint8_to_model(sources[c])
+                    )
+                )
+                for c in range(2)
+            ]
+        )
+    rows = [{"concept": c, "sources": sources[c], "targets": targets[c]} for c in range(2)]
+    texts = SimpleNamespace(
+        text_states=rng.standard_normal((2, 3, 8)).astype(np.float32),
+        wordings=np.array([[0], [1]]),
+        n_wordings=np.array([1, 1]),
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_denoiser(config.denoiser, 8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_fn = FunctionSpaceLoss(base, config, codec, manifest)
+    losses = [
+        function_space_epoch(
+            model, optimizer, WeightDiffusion(config.denoiser), loss_fn, ListShard(rows),
+            TextTable(texts, torch.device("cpu")), 2, func_timesteps(config), 1.0, seed,
+        )["func_loss"]
+        for seed in range(30)
+    ]  # fmt: skip
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
