@@ -165,9 +165,18 @@ class TrainConfig:
     # The function-space term L = L_diff + λ_f·L_func (wgen.generator.funcspace): whole
     # concepts, all N blocks denoised from pure noise as generation does, decoded and run
     # through the frozen base GAN on a few of the concept's training pairs.
-    func_weight: float = 1.0  # λ_f; 0 = the diffusion loss alone
+    # L_func is an L1 on [0, 1] images (0.05-0.15) and L_diff an MSE on normalised weights
+    # (0.3-1): λ_f = 1 left the function-space loss flat (tiny test and the demo's first
+    # epochs); 30 lets it lead, as the study says it must.
+    func_weight: float = 30.0  # λ_f; 0 = the diffusion loss alone
     func_pairs: int = 8  # training pairs per concept in the function-space term
-    func_concepts: int = 4  # concepts per function-space step (global, split over workers)
+    func_concepts: int = 4  # concepts per whole-concept step (global, split over workers)
+    # An epoch = [a diffusion pass over every block of every checkpoint] + `concept_passes`
+    # passes of whole-concept steps (L_diff on the concept's blocks + λ_f·L_func). The
+    # function-space term only shapes the model if it gets a fair share of the updates:
+    # with the block pass on, it got 20 of ~440 steps an epoch and did not move (measured).
+    block_pass: bool = True  # the block pass (the paper's training); False = whole concepts only
+    concept_passes: int = 1  # whole-concept passes per epoch (0 = none; needs block_pass)
     func_t: list[int] | None = (
         None  # [lo, hi] timesteps the term is applied at; None = the single step's t
     )

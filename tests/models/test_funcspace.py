@@ -88,13 +88,13 @@ class ListShard:
 
 
 def test_function_space_epochs_lower_the_loss_of_generated_weights():
-    """The denoiser trained by the function-space pass alone (no Ray): the GAN with the LoRA
+    """The denoiser trained by whole-concept steps (no Ray): the GAN with the LoRA
     it generates in one step gets closer to the concepts' targets epoch after epoch."""
     from types import SimpleNamespace
 
     from wgen.gan.metrics import model_to_uint8, uint8_to_model
     from wgen.generator.diffusion import WeightDiffusion
-    from wgen.generator.fit import TextTable, func_timesteps, function_space_epoch
+    from wgen.generator.fit import TextTable, concept_epoch, func_timesteps
     from wgen.models.denoiser import build_denoiser
 
     config, base, manifest, codec, concept_rows = setup()
@@ -115,7 +115,11 @@ def test_function_space_epochs_lower_the_loss_of_generated_weights():
                 for c in range(2)
             ]
         )
-    rows = [{"concept": c, "sources": sources[c], "targets": targets[c]} for c in range(2)]
+    blocks, _ = codec.encode(concept_rows[:2])
+    rows = [
+        {"concept": c, "blocks": blocks[c : c + 1], "sources": sources[c], "targets": targets[c]}
+        for c in range(2)
+    ]
     texts = SimpleNamespace(
         text_states=rng.standard_normal((2, 3, 8)).astype(np.float32),
         wordings=np.array([[0], [1]]),
@@ -127,9 +131,10 @@ def test_function_space_epochs_lower_the_loss_of_generated_weights():
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     loss_fn = FunctionSpaceLoss(base, config, codec, manifest)
     losses = [
-        function_space_epoch(
+        concept_epoch(
             model, optimizer, WeightDiffusion(config.denoiser), loss_fn, ListShard(rows),
-            TextTable(texts, torch.device("cpu")), 2, func_timesteps(config), 1.0, seed,
+            TextTable(texts, torch.device("cpu")), torch.as_tensor(codec.layout.mask()), 2,
+            func_timesteps(config), config.train.func_weight, seed,
         )["func_loss"]
         for seed in range(30)
     ]  # fmt: skip

@@ -343,20 +343,25 @@ def block_datasets(data: BlockData) -> dict[str, Any]:
 CONCEPT_DATASET = "concepts"  # the TorchTrainer dataset of training concepts' pairs
 
 
-def function_space_rows(out: str | Path, data: BlockData, config: Config) -> list[dict[str, Any]]:
-    """One row per training concept: its index and `train.func_pairs` of its TRAINING pairs.
+def concept_rows(out: str | Path, data: BlockData, config: Config) -> list[dict[str, Any]]:
+    """One row per training concept for the whole-concept steps: its index, the normalised
+    blocks of its K checkpoints (K, N, b), and `train.func_pairs` of its TRAINING pairs.
 
     The pairs are the ones the concept's own LoRA was trained on (`ConceptPairs.train_*`);
     the held-back evaluation pairs never reach the generator's training.
     """
     ids = list(data.concepts_of(TRAIN)["concept_id"])
     index = data.concept_index
+    frame = WeightStore(out).read(splits=[TRAIN])
     rows = []
     for pairs in concept_pairs(read_pairs(out, ids), config):
         take = min(config.train.func_pairs, len(pairs.train_sources))
+        checkpoints = frame[frame["concept_id"] == pairs.concept_id]
+        blocks, _ = data.codec.encode(row_vectors(checkpoints, len(data.layout.lengths)))
         rows.append(
             {
                 "concept": index[pairs.concept_id],
+                "blocks": blocks,
                 "sources": pairs.train_sources[:take],
                 "targets": pairs.train_targets[:take],
             }
@@ -365,7 +370,7 @@ def function_space_rows(out: str | Path, data: BlockData, config: Config) -> lis
 
 
 def concept_dataset(rows: list[dict[str, Any]]):
-    """A Ray Dataset of `function_space_rows`, materialised (a few MB) and sharded by Train."""
+    """A Ray Dataset of `concept_rows`, materialised (a few MB) and sharded by Train."""
     import ray
 
     return ray.data.from_items(rows).materialize()

@@ -146,6 +146,7 @@ class WeightDiffusion:
         cond_drop_prob: float | None = None,
         generator: torch.Generator | None = None,
         extra_cond: torch.Tensor | None = None,
+        text_rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """E_{n,t,ε} ‖target − model(w_n^t, t, n, τ(T))‖² over the real values of the blocks.
 
@@ -156,6 +157,7 @@ class WeightDiffusion:
             cond_drop_prob: chance of replacing a block's text by the null embedding
                 (guidance training); None = `cfg.cond_drop`.
             generator: seeds t, ε and the text drop, for reproducible steps.
+            text_rows: (B,) which row of ``text`` each block reads (see the denoiser).
         """
         batch = x0.shape[0]
         drop_p = self.cfg.cond_drop if cond_drop_prob is None else cond_drop_prob
@@ -167,7 +169,7 @@ class WeightDiffusion:
         drop = None
         if drop_p > 0.0:
             drop = (torch.rand(batch, generator=generator) < drop_p).to(device)
-        output = model(x_t, t, n, text, extra_cond=extra_cond, drop_text=drop)
+        output = model(x_t, t, n, text, extra_cond=extra_cond, drop_text=drop, text_rows=text_rows)
         return masked_mse(output, self.target(x0, noise, t), mask.reshape(output.shape))
 
     def _initial_noise(

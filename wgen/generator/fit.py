@@ -55,7 +55,7 @@ from wgen.generator.dataset import (
     BlockData,
     block_datasets,
     concept_dataset,
-    function_space_rows,
+    concept_rows,
     load_block_data,
 )
 from wgen.generator.diffusion import WeightDiffusion
@@ -101,6 +101,11 @@ def run_name(config: Config) -> str:
 
 def per_worker_batch(train: TrainConfig) -> int:
     """The global batch split over the workers; it must divide exactly (STYLE.md point 6)."""
+    if not train.block_pass and train.concept_passes < 1:
+        raise ValueError(
+            "train.block_pass=false with train.concept_passes=0 trains nothing; "
+            "turn the block pass on or set concept_passes >= 1"
+        )
     if train.workers < 1:
         raise ValueError(f"train.workers must be >= 1, got {train.workers}")
     if train.batch_size % train.workers:
@@ -287,55 +292,77 @@ def func_timesteps(config: Config) -> tuple[int, int]:
     return lo, hi
 
 
-def function_space_epoch(
+def concept_epoch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     diffusion: WeightDiffusion,
-    func_loss: FunctionSpaceLoss,
+    func_loss: FunctionSpaceLoss | None,
     shard,
     texts: TextTable,
+    block_mask: torch.Tensor,
     concepts_per_step: int,
     timesteps: tuple[int, int],
     weight: float,
     seed: int,
 ) -> dict[str, float]:
-    """One pass of λ_f·L_func over this worker's training concepts.
+    """One pass of whole-concept steps over this worker's training concepts:
+    L = L_diff + λ_f·L_func per step (λ_f = ``weight``; ``func_loss`` None or λ_f = 0: L_diff).
 
-    Each step takes a few whole concepts, draws one wording of each, denoises ALL N blocks
-    of each from pure noise at a t in ``timesteps`` — exactly what single-step generation
-    does — and scores the decoded LoRA through the frozen base GAN on the concept's
-    training pairs. One forward of the denoiser per step (a DDP requirement): the blocks
-    of all the step's concepts go in one batch, each reading its concept's text row.
+    Each step takes a few concepts and draws one wording of each. L_diff: the diffusion loss
+    on all N blocks of one of the concept's K checkpoints, at random t. L_func: ALL N blocks
+    denoised from pure noise at a t in ``timesteps`` — exactly what single-step generation
+    does — decoded and scored through the frozen base GAN on the concept's training pairs.
+    The blocks of all the step's concepts share each forward (each block reads its
+    concept's text row), so DDP sees one backward per step.
     """
     model.train()
     generator = torch.Generator().manual_seed(seed)
     device = texts.states.device
-    layout = func_loss.codec.layout
-    n_blocks, block_size = layout.n_blocks, layout.block_size
-    n = torch.arange(n_blocks, device=device)
-    loss_sum, steps = 0.0, 0
+    use_func = func_loss is not None and weight > 0
+    diff_sum, func_sum, steps = 0.0, 0.0, 0
     start = time.perf_counter()
     for batch in shard.iter_batches(batch_size=concepts_per_step, batch_format="numpy"):
         concepts = torch.as_tensor(batch["concept"])
-        count = len(concepts)
+        count, k, n_blocks, block_size = batch["blocks"].shape
         text = texts.states[texts.draw_ids(concepts, generator).to(device)]
-        t = torch.randint(timesteps[0], timesteps[1] + 1, (count,), generator=generator)
-        t = t.repeat_interleave(n_blocks).to(device)
-        x_t = torch.randn(count * n_blocks, 1, block_size, generator=generator).to(device)
         rows = torch.arange(count, device=device).repeat_interleave(n_blocks)
-        output = model(x_t, t, n.repeat(count), text, text_rows=rows)
-        x0 = diffusion.predict_x0(output, x_t, t).reshape(count, n_blocks, 1, block_size)
-        losses = []
-        for c in range(count):
-            sources, targets = pair_tensors(batch["sources"][c], batch["targets"][c], device)
-            losses.append(func_loss(x0[c], sources, targets))
-        loss = weight * torch.stack(losses).mean()
+        n = torch.arange(n_blocks, device=device).repeat(count)
+        pick = torch.randint(k, (count,), generator=generator)
+        x0 = torch.as_tensor(batch["blocks"][np.arange(count), pick.numpy()]).to(device)
+        x0 = x0.reshape(count * n_blocks, 1, block_size)
+        mask = block_mask.repeat(count, 1)[:, None, :]
+        loss = diffusion.training_loss(
+            model, x0, mask, n, text, generator=generator, text_rows=rows
+        )
+        diff_sum += loss.item()
+        if use_func:
+            t = torch.randint(timesteps[0], timesteps[1] + 1, (count,), generator=generator)
+            t = t.repeat_interleave(n_blocks).to(device)
+            x_t = torch.randn(count * n_blocks, 1, block_size, generator=generator).to(device)
+            output = model(x_t, t, n, text, text_rows=rows)
+            estimate = diffusion.predict_x0(output, x_t, t).reshape(count, n_blocks, 1, block_size)
+            func = torch.stack(
+                [
+                    func_loss(
+                        estimate[c], *pair_tensors(batch["sources"][c], batch["targets"][c], device)
+                    )
+                    for c in range(count)
+                ]
+            ).mean()
+            loss = loss + weight * func
+            func_sum += func.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum, steps = loss_sum + loss.item() / weight, steps + 1
-    loss_sum, steps = all_reduce_sum((loss_sum, steps))
-    return {"func_loss": loss_sum / max(steps, 1), "func_s": time.perf_counter() - start}
+        steps += 1
+    diff_sum, func_sum, steps = all_reduce_sum((diff_sum, func_sum, steps))
+    metrics = {
+        "concept_diff_loss": diff_sum / max(steps, 1),
+        "concept_s": time.perf_counter() - start,
+    }
+    if use_func:
+        metrics["func_loss"] = func_sum / max(steps, 1)
+    return metrics
 
 
 @torch.no_grad()
@@ -416,10 +443,12 @@ def save_checkpoint(
 
 
 def _format_metrics(metrics: dict[str, float], epochs: int) -> str:
-    text = (
-        f"train: epoch {metrics['epoch']}/{epochs} loss {metrics['train_loss']:.4f} "
-        f"val {metrics['val_loss']:.4f} · {metrics['blocks_per_s']:,.0f} blocks/s"
-    )
+    text = f"train: epoch {metrics['epoch']}/{epochs}"
+    if "train_loss" in metrics:
+        text += f" loss {metrics['train_loss']:.4f} · {metrics['blocks_per_s']:,.0f} blocks/s"
+    if "concept_diff_loss" in metrics:
+        text += f" · whole concepts: diffusion {metrics['concept_diff_loss']:.4f}"
+    text += f" · val {metrics['val_loss']:.4f}"
     if "func_loss" in metrics:
         text += f" func {metrics['func_loss']:.4f}"
     if "quality_l1" in metrics:
@@ -465,7 +494,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     texts = TextTable(data, device)
     diffusion = WeightDiffusion(config.denoiser)
     batch = per_worker_batch(train)
-    use_func = train.func_weight > 0
+    use_func = train.func_weight > 0 and train.concept_passes > 0
     # The frozen base GAN comes from the run folder (shared storage on a cluster), like the
     # weights; every rank needs it for the function-space term, rank 0 for the probe.
     base = BaseGAN.load(out / BASE_DIR) if rank == 0 or use_func else None
@@ -473,25 +502,30 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     func_loss = (
         FunctionSpaceLoss(base, config, data.codec, data.manifest).to(device) if use_func else None
     )
-    train_shard = ray.train.get_dataset_shard(TRAIN)
+    train_shard = ray.train.get_dataset_shard(TRAIN) if train.block_pass else None
     val_shard = ray.train.get_dataset_shard(VAL) if loop_config["has_val"] else None
-    concept_shard = ray.train.get_dataset_shard(CONCEPT_DATASET) if use_func else None
+    concept_shard = (
+        ray.train.get_dataset_shard(CONCEPT_DATASET) if train.concept_passes > 0 else None
+    )
     concepts_per_step = max(1, train.func_concepts // train.workers)
+    block_mask = torch.as_tensor(data.layout.mask(), device=device)
 
     for epoch in range(state.epoch + 1, train.epochs + 1):
         seed = config.data.seed * 100_003 + epoch * 1_009 + rank
         metrics: dict[str, float] = {"epoch": epoch}
-        metrics.update(
-            train_epoch(
-                parallel, optimizer, diffusion, train_shard, texts, batch,
-                train.shuffle_buffer, seed,
-            )
-        )  # fmt: skip
-        if use_func:
+        if train.block_pass:
             metrics.update(
-                function_space_epoch(
+                train_epoch(
+                    parallel, optimizer, diffusion, train_shard, texts, batch,
+                    train.shuffle_buffer, seed,
+                )
+            )  # fmt: skip
+        for repeat in range(train.concept_passes):
+            metrics.update(
+                concept_epoch(
                     parallel, optimizer, diffusion, func_loss, concept_shard, texts,
-                    concepts_per_step, func_timesteps(config), train.func_weight, seed + 7,
+                    block_mask, concepts_per_step, func_timesteps(config), train.func_weight,
+                    seed + 7 + 131 * repeat,
                 )
             )  # fmt: skip
         metrics["val_loss"] = (
@@ -573,8 +607,10 @@ def fit_generator(
     storage = Path(storage_path or out / RAY_RESULTS_DIR).resolve()
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch instead
     datasets = block_datasets(data)
-    if train.func_weight > 0:
-        datasets[CONCEPT_DATASET] = concept_dataset(function_space_rows(out, data, config))
+    if not train.block_pass:
+        del datasets[TRAIN]  # whole-concept steps only: the block samples are not read
+    if train.concept_passes > 0:
+        datasets[CONCEPT_DATASET] = concept_dataset(concept_rows(out, data, config))
     print0(
         f"train: {data.rows.get(TRAIN, 0)} training checkpoints → {data.blocks(TRAIN):,} blocks "
         f"of b={data.layout.block_size} (N={data.layout.n_blocks} per checkpoint), "
