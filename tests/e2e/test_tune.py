@@ -28,7 +28,8 @@ from wgen.tune.search import run_tune
 from wgen.tune.trial import read_trial_events
 from wgen.weights.store import WeightStore
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+# The first test also builds the weights and runs the search (module fixture).
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 # Six concepts (4 train, 2 val) that converge; two epochs, the score after each, so ASHA
@@ -80,7 +81,11 @@ def interrupt_after_first_trial(out: Path, address: str) -> tuple[list[str], str
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    job.wait(timeout=420)
+    try:
+        job.wait(timeout=600)
+    finally:
+        if job.poll() is None:  # a hung job must not outlive the test
+            job.kill()
     reader.join(timeout=10)
     return finished, "".join(lines)
 
