@@ -115,13 +115,46 @@ def train(
     set_: SetOption = None,
     out: OutOption = Path("runs/demo"),
     force: ForceOption = False,
+    from_tune: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-tune",
+            help="train with the best trial of `wgen tune --out DIR`: the search's --preset "
+            "(pass the same one) and --set values plus the best searched values; --set goes on top",
+        ),
+    ] = None,
 ) -> None:
     """Fit the weight generator on <out>/weights with Ray Train; write <out>/generator/."""
     from wgen.generator.fit import run_train
 
+    if from_tune is not None:
+        from wgen.tune.results import best_overrides
+
+        with exits_on(ValueError, FileNotFoundError):
+            search_preset, best = best_overrides(from_tune)
+        if preset != search_preset:
+            fail(f"--from-tune {from_tune}: the search ran with --preset {search_preset}; pass it")
+        typer.echo(f"train: from the search in {from_tune}: {' '.join(best)}")
+        set_ = best + list(set_ or [])
     config = resolve_config(preset, set_, out, "train")
     with exits_on(ValueError, FileNotFoundError):
         run_train(config, out, force=force)
+
+
+@app.command()
+def tune(
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+    out: OutOption = Path("runs/demo"),
+    force: ForceOption = False,
+) -> None:
+    """Search tune.space (b, d, lr, ...) with Ray Tune + ASHA on <out>/weights; write <out>/tune/.
+    Run it again to resume an interrupted search."""
+    from wgen.tune.search import SearchInterrupted, run_tune
+
+    config = resolve_config(preset, set_, out, "tune")
+    with exits_on(ValueError, FileNotFoundError, SearchInterrupted):
+        run_tune(config, out, overrides=list(set_ or []), force=force)
 
 
 @app.command()

@@ -195,6 +195,37 @@ class GenerateConfig:
     )
 
 
+def _default_space() -> dict[str, Any]:
+    return {
+        "denoiser.block_size": [32, 64, 128, 256],
+        "denoiser.index_dim": [32, 64],
+        "train.lr": {"loguniform": [3e-4, 3e-3]},
+    }
+
+
+@dataclass
+class TuneConfig:
+    """Ray Tune search over config fields of the generator (b, d, lr; any field can be searched)."""
+
+    # config key → a list (a grid: every value is tried) or {dist: [low, high]} with dist one
+    # of uniform, loguniform, randint (drawn `num_samples` times per grid point).
+    space: dict[str, Any] = field(default_factory=_default_space)
+    num_samples: int = 1  # draws of the sampled keys per grid point (the grid is repeated)
+    # The score that ranks trials and drives ASHA: reported by `wgen train` at each quality
+    # evaluation (the GAN with generated LoRA on validation concepts), so it does not depend
+    # on b, unlike the denoising loss. The trial's iterations are these evaluations.
+    metric: str = "quality_l1"
+    mode: str = "min"  # "min" or "max": which way `metric` is better
+    max_concurrent_trials: int = 2  # trials at once, each train.workers × train.cpus_per_worker
+    # logical CPUs held by a trial's driver, which mostly waits on its TorchTrainer (the workers
+    # hold their own); Ray needs more than 0 to place it
+    trial_cpus: float = 0.1
+    grace_period: int = 1  # ASHA: quality evaluations every trial gets before it may be stopped
+    reduction_factor: float = 2.0  # ASHA η: about 1/η of the trials go on at each rung
+    seed: int = 0  # seeds the draws of the sampled keys
+    latency_repeats: int = 5  # timed 1-step generations per finished trial (the median is reported)
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -204,6 +235,7 @@ class Config:
     denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     preset: str = "demo"  # the preset these values started from (for the record)
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,6 +275,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "denoiser": DenoiserConfig,
     "train": TrainConfig,
     "generate": GenerateConfig,
+    "tune": TuneConfig,
 }
 
 # Presets are overlays on the defaults above. `demo` is the defaults themselves.
@@ -283,6 +316,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.func_pairs": 2,
         "train.func_concepts": 2,
         "generate.single_step_t": 50,
+        "tune.space": {"denoiser.block_size": [16, 32], "denoiser.index_dim": [8, 16]},
     },
     # bench: the headline benchmark, more pairs per concept so held-out training can converge.
     "bench": {
@@ -369,6 +403,17 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(f"{name}: cannot read {value!r} as {hint}")
+    if origin is dict:
+        # A mapping from a preset, or YAML from the command line: "{a.b: [1, 2]}".
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                problem = " ".join(str(err).split())  # one line
+                raise ConfigError(f"{name}: cannot read {value!r} as YAML: {problem}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping like {{key: [values]}}, got {value!r}")
+        return dict(value)
     if origin is list:
         (item_type,) = args
         if isinstance(value, str):
