@@ -9,6 +9,7 @@ top of the preset. Workers receive ``Config.to_dict()`` and rebuild the dataclas
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -496,10 +497,26 @@ def validate_pairs(config: Config) -> None:
 def _count_photos(config: Config) -> int:
     from wgen.data.images import load_photos
 
+    if not config.data.images_dir:
+        return _count_builtin_photos()
     try:
         return len(load_photos(config.data))
     except ValueError as err:
         raise ConfigError(f"data.images_dir: {err}") from None
+
+
+@functools.cache
+def _count_builtin_photos() -> int:
+    """The photographs shipped in scikit-image / scikit-learn do not change within a process."""
+    from wgen.data.images import builtin_photos
+
+    count = len(builtin_photos())
+    if not count:
+        raise ConfigError(
+            "data.images_dir: no built-in photographs found in scikit-image / scikit-learn; "
+            "set it to a folder of JPEG or PNG photos"
+        )
+    return count
 
 
 def validate_collect(config: Config) -> None:
