@@ -249,6 +249,7 @@ def train_concepts(config: Config, out: Path, todo: list[str], start: float) -> 
     # The hash shuffle starts a pool of aggregator actors (~40 s on 2 cores); the
     # sort-based shuffle uses plain tasks and groups a few thousand pairs in seconds.
     context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    rows = None
     try:
         dataset = (
             ray.data.read_parquet(str(out / PAIRS_DIR), file_extensions=["parquet"])
@@ -266,10 +267,11 @@ def train_concepts(config: Config, out: Path, todo: list[str], start: float) -> 
                 num_gpus=config.collect.gpus_per_actor or None,
             )
         )
+        rows = iter(dataset.iter_rows())
         with tqdm(
             total=len(todo), desc="concepts", unit="concept", disable=not sys.stderr.isatty()
         ) as bar:
-            for done, row in enumerate(dataset.iter_rows(), start=1):
+            for done, row in enumerate(rows, start=1):
                 bar.set_postfix_str(f"{row['concept_id']} {row['status']}")
                 bar.update(1)
                 if bar.disable:  # a log file gets one line per concept, with the ETA
@@ -279,6 +281,11 @@ def train_concepts(config: Config, out: Path, todo: list[str], start: float) -> 
                         f"({row['seconds']:.1f} s), ETA {eta / 60:.1f} min"
                     )
     finally:
+        # Closing the iterator shuts the streaming executor down and with it the actor pool,
+        # so after a Ctrl-C no actor starts another attempt while the driver cleans up.
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
         context.enable_progress_bars, context.shuffle_strategy = saved
 
 
