@@ -70,10 +70,11 @@ def reported() -> Iterator[None]:
 
 
 def set_verbose(flag: bool) -> None:
-    from wgen.core.runtime import VERBOSE_ENV
+    from wgen.core.runtime import VERBOSE_ENV, quiet_logging
 
     if flag:
         os.environ[VERBOSE_ENV] = "1"
+    quiet_logging()
 
 
 def resolve_config(preset: str, overrides: list[str], stage: str) -> Config:
@@ -264,6 +265,7 @@ def generate(
     from wgen.generator.generate import run_generate
 
     with reported():
+        set_verbose(False)
         if steps is not None and steps < 1:
             raise ConfigError(f"--steps must be at least 1, got {steps}")
         if not concept.strip():

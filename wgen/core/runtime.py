@@ -37,6 +37,9 @@ LOCAL_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1"}
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 VERBOSE_ENV = "WGEN_VERBOSE"  # "1": Ray's own INFO logs and progress bars (wgen --verbose)
 QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "urllib3")
+# Without --verbose: no hub/transformers progress bars ("Loading weights: 100%" on every
+# `wgen generate`) and only their errors; set where the user has not chosen otherwise.
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 
 
 def set_ray_env_defaults(local: bool = False) -> None:
@@ -53,6 +56,10 @@ def quiet_logging() -> None:
     """Ray's INFO lines off unless ``--verbose``: wgen prints one line per event itself."""
     import logging
 
+    if not verbose():
+        for key, value in QUIET_ENV.items():
+            os.environ.setdefault(key, value)
+
     level = logging.INFO if verbose() else logging.WARNING
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level)
@@ -67,6 +74,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """
     address = address or os.environ.get("RAY_ADDRESS")
     set_ray_env_defaults(local=not address)
+    quiet_logging()
     if not address:
         os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     import ray
@@ -74,7 +82,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     quiet_logging()
     if ray.is_initialized():
         return
-    passed = [k for k in (*RAY_ENV_DEFAULTS, *LOCAL_ENV_DEFAULTS) if k in os.environ]
+    passed = [k for k in (*RAY_ENV_DEFAULTS, *LOCAL_ENV_DEFAULTS, *QUIET_ENV) if k in os.environ]
     # Workers inherit these so a local head behaves like the driver (offline, fast reports).
     runtime_env = {"env_vars": {k: os.environ[k] for k in passed}}
     logging_level = "info" if verbose() else "warning"
