@@ -32,7 +32,7 @@ def run_stage(
     check_input(out, stage, config, overrides)
     done = check_own(out, stage, config, force)
     folder = stage_folder(out, stage)
-    if done is not None and _can_skip(stage, done, config, retry):
+    if done is not None and _can_skip(stage, done, config, out, retry):
         print0(
             f"{stage}: {folder} is complete (preset {config.preset}, same settings); "
             "skipping (--force redoes it)"
@@ -67,11 +67,17 @@ def run_stage(
     raise ValueError(f"unknown stage {stage!r}")
 
 
-def _can_skip(stage: str, done: dict[str, Any], config: Config, retry: bool) -> bool:
+def _can_skip(stage: str, done: dict[str, Any], config: Config, out: Path, retry: bool) -> bool:
     """A finished stage with the same fingerprint is skipped, unless a budget outside the
-    fingerprint asks for more (more concepts, more epochs, or a retry)."""
+    fingerprint asks for more (more concepts, more epochs, or a retry), or a finished weight
+    file was damaged since (collect then re-trains it)."""
     if stage == "collect":
-        return not retry and done.get("max_concepts", "?") == config.collect.max_concepts
+        from wgen.collect.stage import check_weight_files
+        from wgen.weights.store import WeightStore
+
+        if retry or done.get("max_concepts", "?") != config.collect.max_concepts:
+            return False
+        return not check_weight_files(WeightStore(out))
     if stage == "train":
         return done.get("epochs", 0) >= config.train.epochs
     return True
