@@ -422,7 +422,6 @@ def load_config(preset: str = "demo", overrides: list[str] | None = None) -> Con
 # below (data, gan, models) can keep importing it.
 
 STAGES = ("pairs", "collect", "train", "generate")
-STAGE_INPUTS = {"pairs": (), "collect": ("pairs",), "train": ("pairs", "collect")}
 
 
 def _need(ok: bool, key: str, value: Any, what: str) -> None:
