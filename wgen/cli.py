@@ -262,6 +262,7 @@ def generate(
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
 ) -> None:
     """Generate a LoRA for a new concept and write it as a peft adapter; prints the time."""
+    from wgen.generator.checkpoint import GeneratorFolderError
     from wgen.generator.generate import run_generate
 
     with reported():
@@ -275,7 +276,12 @@ def generate(
         if base is not None:
             check_readable_folder(base, "a base GAN folder (RUN/base)", "`wgen collect` makes it")
         check_new_output(out, force, "files (an adapter?)")
-        run_generate(generator, concept, out, steps=steps, seed=seed, base_dir=base)
+        try:
+            run_generate(generator, concept, out, steps=steps, seed=seed, base_dir=base)
+        except GeneratorFolderError as err:  # a file missing from the generator folder
+            raise InputFileError(generator, str(err)) from None
+        except FileExistsError as err:  # --force on a folder that is not an adapter
+            raise OutputError(str(err)) from None
 
 
 @app.command()

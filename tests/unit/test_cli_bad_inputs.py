@@ -405,3 +405,13 @@ def test_ctrl_c_exits_130_with_what_is_kept(run, monkeypatch):
 def test_bad_inputs_table_has_at_least_twenty_cases():
     assert len(CONFIG_CASES) >= 20
     assert json.dumps([c[0] for c in CONFIG_CASES])
+
+
+def test_a_generator_folder_missing_a_file_is_named(tmp_path):
+    folder = fake_generator(tmp_path / "generator")  # readable, but lacks the codec, base, ...
+    result = invoke(
+        "generate", "--generator", str(folder), "--concept", "sepia", "--out", str(tmp_path / "a")
+    )
+    assert result.exit_code == 2, result.output
+    line = first_error_line(result.output)
+    assert str(folder) in line and "missing" in line and "wgen train" in line
