@@ -231,14 +231,15 @@ def check_readable_folder(folder: Path, what: str, remake: str) -> None:
 
 
 def check_new_output(out: Path, force: bool, what: str) -> None:
-    """Refuse to overwrite a non-empty ``out`` unless ``force``; create it otherwise."""
+    """Refuse to overwrite a non-empty ``out`` unless ``force``, and a path that cannot
+    become a folder; nothing is created here, so a later error leaves no empty folder."""
     from wgen.core.runfolder import check_out_folder
 
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OutputError(
             f"--out {out} already holds {what}; pass --force to replace it, or choose another folder"
         )
-    check_out_folder(out)
+    check_out_folder(out, create=False)
 
 
 @app.command()
@@ -264,13 +265,14 @@ def generate(
     """Generate a LoRA for a new concept and write it as a peft adapter; prints the time."""
     from wgen.generator.checkpoint import GeneratorFolderError
     from wgen.generator.generate import run_generate
+    from wgen.weights.format import WeightFormatError
 
     with reported():
         set_verbose(False)
         if steps is not None and steps < 1:
             raise ConfigError(f"--steps must be at least 1, got {steps}")
         if not concept.strip():
-            raise ConfigError("--concept is empty; describe the edit in words")
+            raise ConfigError("--concept: concept text is empty; describe the edit in words")
         remake = "make it again with `wgen train --out RUN --force` (it writes RUN/generator)"
         check_readable_folder(generator, "a generator folder from `wgen train`", remake)
         if base is not None:
@@ -280,6 +282,8 @@ def generate(
             run_generate(generator, concept, out, steps=steps, seed=seed, base_dir=base)
         except GeneratorFolderError as err:  # a file missing from the generator folder
             raise InputFileError(generator, str(err)) from None
+        except WeightFormatError as err:  # --base (or weights) of another base GAN
+            raise InputFileError(base or generator, str(err)) from None
         except FileExistsError as err:  # --force on a folder that is not an adapter
             raise OutputError(str(err)) from None
 
@@ -308,6 +312,7 @@ def apply(
         check_readable_folder(base, "a base GAN folder (RUN/base)", "`wgen collect` makes it")
         photos = read_photos(images)
         check_new_output(out, force, "files")
+        out.mkdir(parents=True, exist_ok=True)
         written = apply_adapter(adapter, base, photos, out)
     typer.echo(f"apply: {len(photos)} image(s) edited → {out} (before/after grid: {written})")
 

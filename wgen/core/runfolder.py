@@ -227,14 +227,20 @@ def check_own(out: Path, stage: str, config: Any, force: bool) -> dict[str, Any]
 # ---------------------------------------------------------------------------------------
 
 
-def check_out_folder(out: Path, what: str = "--out") -> Path:
-    """Create ``out`` if needed; a file in the way or a folder that cannot be written is an
-    `OutputError` naming the path (instead of a traceback from the first write)."""
+def check_out_folder(out: Path, what: str = "--out", create: bool = True) -> Path:
+    """Create ``out`` if needed (``create``); a file in the way or a folder that cannot be
+    written is an `OutputError` naming the path (instead of a traceback from the first write).
+    Without ``create`` only the nearest existing folder above ``out`` is checked."""
     out = Path(out)
     for parent in [out, *out.parents]:
         if parent.exists() and not parent.is_dir():
             where = "is a file" if parent == out else f"is under {parent}, which is a file"
             raise OutputError(f"{what} {out} {where}; give a folder path")
+    if not create:
+        existing = next(p for p in [out, *out.parents] if p.exists())
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputError(f"{what} {out} cannot be written ({existing} is read-only)")
+        return out
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".wgen-write-test-{os.getpid()}"
