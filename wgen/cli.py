@@ -1,8 +1,17 @@
-"""The ``wgen`` command line. Each command is thin: build the config, print and save it, call
-the stage. ``python -m rayjobs.<stage>`` runs the same commands with the same flags."""
+"""The ``wgen`` command line. Each command is thin: build and validate the config, check the
+run folder, call the stage. ``python -m rayjobs.<stage>`` runs the same commands with the
+same flags.
+
+User mistakes are the project's own error types (`wgen.core.errors`): validated before Ray
+starts and printed as one line naming the key or the file, exit code 2 (3: collection
+finished below ``collect.min_converged``; 130: interrupted). Anything else is a bug in wgen
+and keeps its traceback (exit 1).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +20,8 @@ from typing import Annotated
 
 import typer
 
-from wgen.config import Config, ConfigError, load_config
+from wgen.config import Config, load_config, validate_stage
+from wgen.core.errors import ConfigError, InputFileError, Interrupted, OutputError, WgenError
 
 app = typer.Typer(
     add_completion=False,
@@ -30,34 +40,73 @@ SetOption = Annotated[
 ]
 OutOption = Annotated[Path, typer.Option("--out", help="run folder shared by all stages")]
 ForceOption = Annotated[
-    bool, typer.Option("--force", help="redo this stage even if its output is complete")
+    bool,
+    typer.Option("--force", help="redo this stage (replacing its output), even if complete"),
+]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", help="also show Ray's own log lines and progress bars")
 ]
 
 
-def resolve_config(
-    preset: str, overrides: list[str] | None, out: Path | None, stage: str
-) -> Config:
-    """Build the config; a bad preset/key/value exits with the message instead of a traceback."""
-    with exits_on(ConfigError):
-        config = load_config(preset, overrides or [])
-    if out is not None:
-        path = config.save(Path(out) / f"config.{stage}.yaml")
-        typer.echo(f"{stage}: preset {preset}, resolved config written to {path}")
+@contextmanager
+def reported() -> Iterator[None]:
+    """The project's user errors become their one-line message and exit code; Ctrl-C says
+    what is kept. Every other exception propagates with its traceback (a bug: exit 1)."""
+    try:
+        yield
+    except Interrupted as err:
+        typer.secho(str(err), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(err.exit_code) from None
+    except WgenError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt:
+        typer.secho(
+            "interrupted; finished stages are kept, re-run the same command to resume",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
+def set_verbose(flag: bool) -> None:
+    from wgen.core.runtime import VERBOSE_ENV, quiet_logging
+
+    if flag:
+        os.environ[VERBOSE_ENV] = "1"
+    quiet_logging()
+
+
+def resolve_config(preset: str, overrides: list[str], stage: str) -> Config:
+    """Defaults, preset, ``--set``; then every value ``stage`` will use is checked."""
+    config = load_config(preset, overrides)
+    validate_stage(config, stage)
     return config
 
 
-def fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+def run_stage_command(
+    stage: str,
+    preset: str,
+    overrides: list[str],
+    out: Path,
+    force: bool = False,
+    retry: bool = False,
+    verbose: bool = False,
+) -> None:
+    """What ``wgen pairs | collect | train | demo`` share: validate before Ray starts, check
+    the run folder, hold its lock, run."""
+    from wgen.core.runfolder import check_out_folder, run_lock
+    from wgen.pipeline import run_demo, run_stage
 
-
-@contextmanager
-def exits_on(*errors: type[Exception]) -> Iterator[None]:
-    """Bad input raised as one of ``errors`` becomes a one-line message and exit code 2."""
-    try:
-        yield
-    except errors as err:
-        fail(str(err))
+    with reported():
+        set_verbose(verbose)
+        config = resolve_config(preset, overrides, stage)
+        check_out_folder(out)
+        with run_lock(out):
+            if stage == "demo":
+                run_demo(config, out, force=force, overrides=overrides)
+            else:
+                run_stage(stage, config, out, force=force, retry=retry, overrides=overrides)
 
 
 @app.command()
@@ -65,10 +114,22 @@ def concepts(preset: PresetOption = "demo", set_: SetOption = None) -> None:
     """Print the concepts of a preset, one a line: split, tab, text."""
     from wgen.data.concepts import make_concepts
 
-    config = resolve_config(preset, set_, None, "concepts")
-    with exits_on(ValueError):
-        for concept in make_concepts(config.data):
-            typer.echo(f"{concept.split}\t{concept.text}")
+    with reported():
+        config = load_config(preset, set_ or [])
+        try:
+            listed = make_concepts(config.data)
+        except ValueError as err:  # impossible counts for the vocabulary
+            raise ConfigError(str(err)) from None
+    for concept in listed:
+        typer.echo(f"{concept.split}\t{concept.text}")
+
+
+@app.command()
+def vocabulary() -> None:
+    """Print the words and phrases the procedural editor understands."""
+    from wgen.data.editors.procedural import describe_vocabulary
+
+    typer.echo(describe_vocabulary())
 
 
 @app.command()
@@ -80,14 +141,11 @@ def pairs(
         Path | None, typer.Option("--images", help="folder of your own JPEG/PNG photos")
     ] = None,
     force: ForceOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Edit source crops for every concept on Ray Data; write <out>/pairs/*.parquet."""
-    from wgen.data.pairs import run_pairs
-
     overrides = list(set_ or []) + ([f"data.images_dir={images}"] if images else [])
-    config = resolve_config(preset, overrides, out, "pairs")
-    with exits_on(ValueError):
-        run_pairs(config, out, force=force)
+    run_stage_command("pairs", preset, overrides, out, force=force, verbose=verbose)
 
 
 @app.command()
@@ -100,13 +158,15 @@ def collect(
         bool,
         typer.Option("--retry", help="train again concepts recorded as not converged or failed"),
     ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Train the base GAN, then every concept's LoRA on a Ray actor pool; write <out>/weights/."""
-    from wgen.collect.stage import run_collect
+    """Train the base GAN, then every concept's LoRA on a Ray actor pool; write <out>/weights/.
 
-    config = resolve_config(preset, set_, out, "collect")
-    with exits_on(ValueError, FileNotFoundError):
-        run_collect(config, out, force=force, retry=retry)
+    Exits with code 3 (and a summary) when fewer than collect.min_converged of the concepts
+    converged."""
+    run_stage_command(
+        "collect", preset, list(set_ or []), out, force=force, retry=retry, verbose=verbose
+    )
 
 
 @app.command()
@@ -115,6 +175,7 @@ def train(
     set_: SetOption = None,
     out: OutOption = Path("runs/demo"),
     force: ForceOption = False,
+    verbose: VerboseOption = False,
     from_tune: Annotated[
         Path | None,
         typer.Option(
@@ -125,20 +186,19 @@ def train(
     ] = None,
 ) -> None:
     """Fit the weight generator on <out>/weights with Ray Train; write <out>/generator/."""
-    from wgen.generator.fit import run_train
-
+    overrides = list(set_ or [])
     if from_tune is not None:
         from wgen.tune.results import best_overrides
 
-        with exits_on(ValueError, FileNotFoundError):
+        with reported():
             search_preset, best = best_overrides(from_tune)
-        if preset != search_preset:
-            fail(f"--from-tune {from_tune}: the search ran with --preset {search_preset}; pass it")
+            if preset != search_preset:
+                raise ConfigError(
+                    f"--from-tune {from_tune}: the search ran with --preset {search_preset}; pass it"
+                )
         typer.echo(f"train: from the search in {from_tune}: {' '.join(best)}")
-        set_ = best + list(set_ or [])
-    config = resolve_config(preset, set_, out, "train")
-    with exits_on(ValueError, FileNotFoundError):
-        run_train(config, out, force=force)
+        overrides = best + overrides
+    run_stage_command("train", preset, overrides, out, force=force, verbose=verbose)
 
 
 @app.command()
@@ -147,14 +207,80 @@ def tune(
     set_: SetOption = None,
     out: OutOption = Path("runs/demo"),
     force: ForceOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Search tune.space (b, d, lr, ...) with Ray Tune + ASHA on <out>/weights; write <out>/tune/.
     Run it again to resume an interrupted search."""
-    from wgen.tune.search import SearchInterrupted, run_tune
+    from wgen.core.runfolder import check_out_folder, run_lock
+    from wgen.tune.search import run_tune
 
-    config = resolve_config(preset, set_, out, "tune")
-    with exits_on(ValueError, FileNotFoundError, SearchInterrupted):
-        run_tune(config, out, overrides=list(set_ or []), force=force)
+    with reported():
+        set_verbose(verbose)
+        config = resolve_config(preset, list(set_ or []), "tune")
+        check_out_folder(out)
+        with run_lock(out):
+            run_tune(config, out, overrides=list(set_ or []), force=force)
+
+
+@app.command()
+def demo(
+    out: OutOption = Path("runs/demo"),
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """The whole pipeline on the embedded offline default: pairs → weights → generator → a new concept."""
+    run_stage_command("demo", preset, list(set_ or []), out, force=force, verbose=verbose)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading what other commands wrote: a damaged file is named, with the command that remakes it
+# ---------------------------------------------------------------------------------------
+
+
+def check_readable_folder(folder: Path, what: str, remake: str) -> None:
+    """Open every JSON, YAML and safetensors file under ``folder`` the way the loaders will,
+    so a truncated or foreign file is an `InputFileError` naming it, not a traceback."""
+    import yaml
+    from safetensors import safe_open
+
+    if not folder.is_dir():
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise InputFileError(folder, f"{problem} (expected {what})", remake)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix in (".yaml", ".yml"):
+                values = yaml.safe_load(path.read_text())
+                if path.name.startswith("config"):
+                    Config.from_dict(values)
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as tensors:
+                    for key in tensors.keys():  # noqa: SIM118 - safe_open has no __iter__
+                        tensors.get_tensor(key)
+        except WgenError as err:
+            raise InputFileError(
+                path, f"not a wgen config of this version ({err})", remake
+            ) from None
+        except Exception as err:  # noqa: BLE001 - any failure to read this file is the file's
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputFileError(
+                path, f"cannot be read as {path.suffix[1:]} ({reason})", remake
+            ) from None
+
+
+def check_new_output(out: Path, force: bool, what: str) -> None:
+    """Refuse to overwrite a non-empty ``out`` unless ``force``, and a path that cannot
+    become a folder; nothing is created here, so a later error leaves no empty folder."""
+    from wgen.core.runfolder import check_out_folder
+
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputError(
+            f"--out {out} already holds {what}; pass --force to replace it, or choose another folder"
+        )
+    check_out_folder(out, create=False)
 
 
 @app.command()
@@ -175,28 +301,119 @@ def generate(
             "--base", help="base GAN folder the adapter is for (checked: same fingerprint)"
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
 ) -> None:
     """Generate a LoRA for a new concept and write it as a peft adapter; prints the time."""
+    from wgen.generator.checkpoint import GeneratorFolderError
     from wgen.generator.generate import run_generate
+    from wgen.weights.format import WeightFormatError
 
-    if steps is not None and steps < 1:
-        fail(f"--steps must be at least 1, got {steps}")
-    with exits_on(ValueError, FileNotFoundError, FileExistsError):
-        run_generate(generator, concept, out, steps=steps, seed=seed, base_dir=base)
+    with reported():
+        set_verbose(False)
+        if steps is not None and steps < 1:
+            raise ConfigError(f"--steps must be at least 1, got {steps}")
+        if not concept.strip():
+            raise ConfigError("--concept: concept text is empty; describe the edit in words")
+        remake = "make it again with `wgen train --out RUN --force` (it writes RUN/generator)"
+        check_readable_folder(generator, "a generator folder from `wgen train`", remake)
+        if base is not None:
+            check_readable_folder(base, "a base GAN folder (RUN/base)", "`wgen collect` makes it")
+        check_new_output(out, force, "files (an adapter?)")
+        try:
+            run_generate(generator, concept, out, steps=steps, seed=seed, base_dir=base)
+        except GeneratorFolderError as err:  # a file missing from the generator folder
+            raise InputFileError(generator, str(err)) from None
+        except WeightFormatError as err:  # --base (or weights) of another base GAN
+            raise InputFileError(base or generator, str(err)) from None
+        except FileExistsError as err:  # --force on a folder that is not an adapter
+            raise OutputError(str(err)) from None
 
 
 @app.command()
-def demo(
-    out: OutOption = Path("runs/demo"),
-    preset: PresetOption = "demo",
-    set_: SetOption = None,
+def apply(
+    adapter: Annotated[
+        Path, typer.Option("--adapter", help="adapter folder (from wgen generate / wgen demo)")
+    ],
+    images: Annotated[Path, typer.Option("--images", help="folder of your JPEG/PNG photos")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the edited images and grid.png")],
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base",
+            help="base GAN folder the adapter is for; default: RUN/base of the run folder "
+            "the adapter sits in (RUN/adapters/ID)",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
 ) -> None:
-    """The whole pipeline on the embedded offline default: pairs → weights → generator → a new concept."""
-    from wgen.pipeline import run_demo
+    """Edit your own images with an adapter: writes <out>/<name>.png and a before/after grid."""
+    with reported():
+        base = base or find_base(adapter)
+        check_readable_folder(adapter, "an adapter folder from `wgen generate`", "")
+        check_readable_folder(base, "a base GAN folder (RUN/base)", "`wgen collect` makes it")
+        photos = read_photos(images)
+        check_new_output(out, force, "files")
+        out.mkdir(parents=True, exist_ok=True)
+        written = apply_adapter(adapter, base, photos, out)
+    typer.echo(f"apply: {len(photos)} image(s) edited → {out} (before/after grid: {written})")
 
-    config = resolve_config(preset, set_, out, "demo")
-    with exits_on(ValueError, FileNotFoundError):
-        run_demo(config, out)
+
+def find_base(adapter: Path) -> Path:
+    for candidate in (adapter.parent.parent / "base", adapter.parent.parent / "generator" / "base"):
+        if (candidate / "base.json").is_file():
+            return candidate
+    raise ConfigError(
+        f"no base GAN found next to the adapter {adapter} (looked for RUN/base and "
+        "RUN/generator/base); pass --base RUN/base"
+    )
+
+
+def read_photos(images: Path) -> list:
+    from wgen.data.images import folder_photos
+
+    try:
+        return folder_photos(images)
+    except ValueError as err:
+        raise InputFileError(images, str(err).replace(f"images folder {images} ", "")) from None
+
+
+def apply_adapter(adapter: Path, base_dir: Path, photos: list, out: Path) -> Path:
+    """Run the base GAN with the adapter on centre crops of ``photos`` at the GAN's size."""
+    import numpy as np
+    from PIL import Image
+
+    from wgen.gan.lora import load_adapter
+    from wgen.gan.metrics import generate_uint8
+    from wgen.gan.training import BaseGAN
+    from wgen.models.gan import GAN_SIZES
+
+    base = BaseGAN.load(base_dir)
+    try:
+        model = load_adapter(base.build_generator(), adapter, base.fingerprint)
+    except ValueError as err:  # made for another base GAN: name both folders
+        raise InputFileError(adapter, f"does not fit the base GAN in {base_dir} ({err})") from None
+    side = GAN_SIZES[base.size].image_size
+    sources = np.stack([_centre_square(image, side) for _, image in photos])
+    edited = generate_uint8(model, sources)
+    for (name, _), image in zip(photos, edited, strict=True):
+        Image.fromarray(image).save(out / f"{name}.png")
+    grid = np.concatenate(
+        [np.concatenate([s, e], axis=1) for s, e in zip(sources, edited, strict=True)], 0
+    )
+    path = out / "grid.png"
+    Image.fromarray(grid).save(path)
+    return path
+
+
+def _centre_square(image, side: int):
+    import numpy as np
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    square = Image.fromarray(image[top : top + s, left : left + s])
+    return np.asarray(square.resize((side, side), Image.Resampling.BICUBIC))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -9,6 +9,8 @@ top of the preset. Workers receive ``Config.to_dict()`` and rebuild the dataclas
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,9 +19,9 @@ from typing import Any
 
 import yaml
 
+from wgen.core.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A preset name, ``--set`` key or value that the configuration does not accept."""
+__all__ = ["PRESETS", "Config", "ConfigError", "load_config", "validate_stage"]
 
 
 @dataclass
@@ -118,6 +120,9 @@ class CollectConfig:
     feature_extractor: str = (
         "auto"  # Fréchet features: "inception" (weights must be local), "offline", "auto"
     )
+    # Below this share of converged concepts `wgen collect` exits non-zero with a summary:
+    # a generator trained on a few survivors would silently be a worse generator.
+    min_converged: float = 0.8  # fraction of the selected concepts, 0-1 (0 = never fail)
 
 
 @dataclass
@@ -394,14 +399,13 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:
                 return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(name, value, arg)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                continue
         raise ConfigError(f"{name}: cannot read {value!r} as {hint}")
     if origin is dict:
         # A mapping from a preset, or YAML from the command line: "{a.b: [1, 2]}".
@@ -483,3 +487,258 @@ def load_config(preset: str = "demo", overrides: list[str] | None = None) -> Con
     for item in overrides or []:
         apply_override(config, *parse_set(item))
     return config
+
+
+# ---------------------------------------------------------------------------------------
+# Validation: every value a stage will use, checked before Ray starts
+# ---------------------------------------------------------------------------------------
+# The registries (GAN sizes, editors, feature extractors, ...) live with their stages; they
+# are imported inside the functions so that importing the config stays light and the layers
+# below (data, gan, models) can keep importing it.
+
+STAGES = ("pairs", "collect", "train", "generate")
+
+
+def _need(ok: bool, key: str, value: Any, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {what}")
+
+
+def _at_least(section: Any, name: str, low: float, why: str = "") -> None:
+    value = getattr(section, name)
+    key = f"{_section_name(section)}.{name}"
+    _need(value >= low, key, value, f"must be at least {low}" + (f" ({why})" if why else ""))
+
+
+def _positive(section: Any, name: str, why: str = "") -> None:
+    value = getattr(section, name)
+    key = f"{_section_name(section)}.{name}"
+    _need(value > 0, key, value, "must be more than 0" + (f" ({why})" if why else ""))
+
+
+def _section_name(section: Any) -> str:
+    return next(name for name, cls in _SECTION_CLASSES.items() if isinstance(section, cls))
+
+
+def validate_pairs(config: Config) -> None:
+    """The concept → image-pair stage: counts, editor and its model folder, the photos."""
+    from wgen.data.concepts import make_concepts
+    from wgen.data.editors import EDITORS
+
+    data = config.data
+    _at_least(data, "seed", 0)
+    _at_least(data, "image_size", 8, "side of the square crops, pixels")
+    _at_least(data, "n_train_concepts", 1)
+    _at_least(data, "pairs_per_concept", 1)
+    _at_least(data, "crops_per_photo", 1)
+    _at_least(data, "editor_actors", 1, "Ray actors editing images side by side")
+    _positive(data, "editor_cpus", "logical CPUs per editor actor; fractions are fine")
+    _at_least(data, "editor_gpus", 0)
+    _at_least(data, "editor_batch_size", 1)
+    _at_least(data, "editor_max_batch", 1)
+    _at_least(data, "editor_steps", 1)
+    _at_least(data, "rows_per_shard", 1)
+    _need(
+        data.editor in EDITORS, "data.editor", data.editor, f"valid editors: {', '.join(EDITORS)}"
+    )
+    if data.editor == "instruct-pix2pix":
+        from wgen.data.editors.instruct_pix2pix import check_model_dir
+
+        _need(
+            bool(data.editor_model_dir),
+            "data.editor_model_dir",
+            data.editor_model_dir,
+            "data.editor=instruct-pix2pix needs a local diffusers InstructPix2Pix folder "
+            "(nothing is downloaded at run time)",
+        )
+        try:
+            check_model_dir(data.editor_model_dir)
+        except FileNotFoundError as err:
+            raise ConfigError(f"data.editor_model_dir: {err}") from None
+    try:
+        make_concepts(data)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    n_crops = data.crops_per_photo * _count_photos(config)
+    _need(
+        data.pairs_per_concept <= n_crops,
+        "data.pairs_per_concept",
+        data.pairs_per_concept,
+        f"more than the {n_crops} crops in the pool; raise data.crops_per_photo",
+    )
+
+
+def _count_photos(config: Config) -> int:
+    from wgen.data.images import load_photos
+
+    if not config.data.images_dir:
+        return _count_builtin_photos()
+    try:
+        return len(load_photos(config.data))
+    except ValueError as err:
+        raise ConfigError(f"data.images_dir: {err}") from None
+
+
+@functools.cache
+def _count_builtin_photos() -> int:
+    """The photographs shipped in scikit-image / scikit-learn do not change within a process."""
+    from wgen.data.images import builtin_photos
+
+    count = len(builtin_photos())
+    if not count:
+        raise ConfigError(
+            "data.images_dir: no built-in photographs found in scikit-image / scikit-learn; "
+            "set it to a folder of JPEG or PNG photos"
+        )
+    return count
+
+
+def validate_collect(config: Config) -> None:
+    """Base GAN, LoRA and the per-concept training: sizes that agree, counts >= 1, the
+    feature extractor and its weights."""
+    from wgen.gan.metrics import EXTRACTOR_NAMES, _missing_inception_message, inception_weights_path
+    from wgen.models.gan import GAN_SIZES
+
+    gan, lora, collect, data = config.gan, config.lora, config.collect, config.data
+    _need(gan.size in GAN_SIZES, "gan.size", gan.size, f"valid sizes: {', '.join(GAN_SIZES)}")
+    factor = 2 ** max(GAN_SIZES[gan.size].n_down, GAN_SIZES[gan.size].disc_layers)
+    _need(
+        data.image_size % factor == 0,
+        "data.image_size",
+        data.image_size,
+        f"gan.size={gan.size} halves the image {int(math.log2(factor))} times: "
+        f"use a multiple of {factor}",
+    )
+    _at_least(gan, "batch_size", 1)
+    _positive(gan, "lr")
+    _at_least(gan, "lambda_l1", 0)
+    _at_least(gan, "base_steps", 1)
+    _at_least(gan, "threads", 1)
+    if gan.base_concepts is not None:
+        _at_least(gan, "base_concepts", 1, "or none for all training concepts")
+    _at_least(lora, "rank", 1)
+    _positive(lora, "alpha")
+    _positive(lora, "lr")
+    if collect.max_concepts is not None:
+        _at_least(collect, "max_concepts", 1, "or none for every train and validation concept")
+    for name in ("eval_every", "patience", "smooth", "k_checkpoints", "checkpoint_every"):
+        _at_least(collect, name, 1)
+    _at_least(collect, "actors", 1, "Ray actors training concepts side by side")
+    _positive(collect, "cpus_per_actor", "logical CPUs per actor; fractions are fine")
+    _at_least(collect, "gpus_per_actor", 0)
+    _at_least(collect, "max_retries", 0)
+    _at_least(collect, "tolerance", 0)
+    _at_least(collect, "min_delta", 0)
+    _need(
+        collect.max_steps >= collect.eval_every,
+        "collect.max_steps",
+        collect.max_steps,
+        f"must be at least collect.eval_every={collect.eval_every}, or nothing is ever evaluated",
+    )
+    _need(
+        1 <= collect.eval_pairs < data.pairs_per_concept,
+        "collect.eval_pairs",
+        collect.eval_pairs,
+        f"must be at least 1 and leave training pairs: less than data.pairs_per_concept="
+        f"{data.pairs_per_concept}",
+    )
+    _need(
+        0.0 <= collect.min_converged <= 1.0,
+        "collect.min_converged",
+        collect.min_converged,
+        "a fraction of the selected concepts, from 0 to 1",
+    )
+    _need(
+        collect.feature_extractor in EXTRACTOR_NAMES,
+        "collect.feature_extractor",
+        collect.feature_extractor,
+        f"valid: {', '.join(EXTRACTOR_NAMES)}",
+    )
+    if collect.feature_extractor == "inception" and inception_weights_path() is None:
+        raise ConfigError(f"collect.feature_extractor=inception: {_missing_inception_message()}")
+
+
+def validate_train(config: Config) -> None:
+    """The denoiser and its Ray Train fit."""
+    from wgen.generator.diffusion import PREDICTION_TYPES
+    from wgen.models.denoiser import DENOISER_SIZES
+
+    den, train = config.denoiser, config.train
+    _need(
+        den.size in DENOISER_SIZES,
+        "denoiser.size",
+        den.size,
+        f"valid sizes: {', '.join(DENOISER_SIZES)}",
+    )
+    _at_least(den, "block_size", 1)
+    _at_least(den, "index_dim", 2)
+    _at_least(den, "train_timesteps", 2)
+    _need(
+        den.prediction in PREDICTION_TYPES,
+        "denoiser.prediction",
+        den.prediction,
+        f"valid: {', '.join(PREDICTION_TYPES)}",
+    )
+    beta_schedules = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+    _need(
+        den.beta_schedule in beta_schedules,
+        "denoiser.beta_schedule",
+        den.beta_schedule,
+        f"valid: {', '.join(beta_schedules)}",
+    )
+    _need(0.0 <= den.cond_drop < 1.0, "denoiser.cond_drop", den.cond_drop, "must be in [0, 1)")
+    _at_least(train, "workers", 1)
+    _positive(train, "cpus_per_worker")
+    _at_least(train, "epochs", 1)
+    _at_least(train, "batch_size", 1)
+    _need(
+        train.batch_size % train.workers == 0,
+        "train.batch_size",
+        train.batch_size,
+        f"the global batch must divide by train.workers={train.workers}",
+    )
+    _positive(train, "lr")
+    _at_least(train, "weight_decay", 0)
+    _at_least(train, "quality_every", 0)
+    _at_least(train, "max_failures", 0)
+    _at_least(train, "threads", 1)
+    _at_least(train, "shuffle_buffer", 0)
+    encoder = train.text_encoder
+    looks_like_path = encoder.startswith(("/", ".", "~")) or Path(encoder).expanduser().exists()
+    if encoder != "minilm" and looks_like_path:
+        _need(
+            Path(encoder).expanduser().is_dir(),
+            "train.text_encoder",
+            encoder,
+            "not a folder: use minilm (offline, packaged) or a local CLIP folder",
+        )
+    validate_generate(config)
+
+
+def validate_generate(config: Config) -> None:
+    gen = config.generate
+    _at_least(gen, "steps", 1, "1 = the single direct step, more = DDIM steps")
+    _need(
+        1 <= gen.single_step_t < config.denoiser.train_timesteps,
+        "generate.single_step_t",
+        gen.single_step_t,
+        f"must be between 1 and denoiser.train_timesteps-1={config.denoiser.train_timesteps - 1}",
+    )
+    _at_least(gen, "guidance", 0)
+    _at_least(gen, "threads", 1)
+
+
+_VALIDATORS = {
+    "pairs": validate_pairs,
+    "collect": validate_collect,
+    "train": validate_train,
+    "generate": validate_generate,
+}
+
+
+def validate_stage(config: Config, stage: str) -> None:
+    """Check every value ``stage`` (and the stages it runs first, for ``demo``) will use;
+    the first problem is a `ConfigError` naming the key and what would be right."""
+    stages = STAGES if stage == "demo" else (stage,)
+    for name in stages:
+        _VALIDATORS[name](config)

@@ -1,35 +1,112 @@
-"""`wgen demo`: every stage in order on one run folder, each skipped when already complete."""
+"""Running stages on a run folder: the checks every stage command shares, and `wgen demo`.
+
+`run_stage` is what `wgen pairs | collect | train` and `wgen demo` call: it refuses a run
+folder made with other settings (naming the fields), skips a finished stage without writing
+anything, and otherwise writes the resolved config beside the outputs and runs the stage.
+The caller validates the config and holds the run folder's lock (`wgen.cli`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from wgen.collect.stage import run_collect
 from wgen.config import Config
-from wgen.core.runtime import print0
-from wgen.data.pairs import CONCEPTS_FILE, load_concepts, run_pairs
-from wgen.generator.fit import GENERATOR_DIR, run_train
-from wgen.generator.generate import run_generate
+from wgen.core.runfolder import check_input, check_own, stage_folder, stage_record
+from wgen.core.runtime import SUCCESS_FILE, print0, write_json
 
 STAGES_TO_COME = ["tune", "bench", "distill", "pdiff"]
 
 
-def run_demo(config: Config, out: Path) -> None:
+def run_stage(
+    stage: str,
+    config: Config,
+    out: Path,
+    force: bool = False,
+    retry: bool = False,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Run ``stage`` ("pairs", "collect" or "train") on the run folder ``out``."""
+    out = Path(out)
+    check_input(out, stage, config, overrides)
+    done = check_own(out, stage, config, force)
+    folder = stage_folder(out, stage)
+    if done is not None and _can_skip(stage, done, config, out, retry):
+        print0(
+            f"{stage}: {folder} is complete (preset {config.preset}, same settings); "
+            "skipping (--force redoes it)"
+        )
+        if stage == "collect":
+            from wgen.collect.stage import check_min_converged
+
+            check_min_converged(done, config)
+        return done
+    path = config.save(out / f"config.{stage}.yaml")
+    print0(f"{stage}: preset {config.preset}, resolved config written to {path}")
+    if stage == "pairs":
+        from wgen.data.pairs import run_pairs
+
+        return run_pairs(config, out, force=force)
+    if stage == "collect":
+        from wgen.collect.stage import check_min_converged, run_collect
+
+        summary = run_collect(config, out, force=force, retry=retry)
+        check_min_converged(summary, config)
+        return summary
+    if stage == "train":
+        from wgen.generator.fit import run_train
+
+        info = run_train(config, out, force=force)
+        # The generator folder is written by the fit; its record is added here, last.
+        write_json(
+            folder / SUCCESS_FILE,
+            {"record": stage_record(config, "train"), "epochs": config.train.epochs},
+        )
+        return info
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def _can_skip(stage: str, done: dict[str, Any], config: Config, out: Path, retry: bool) -> bool:
+    """A finished stage with the same fingerprint is skipped, unless a budget outside the
+    fingerprint asks for more (more concepts, more epochs, or a retry), or a finished weight
+    file was damaged since (collect then re-trains it)."""
+    if stage == "collect":
+        from wgen.collect.stage import check_weight_files
+        from wgen.weights.store import WeightStore
+
+        if retry or done.get("max_concepts", "?") != config.collect.max_concepts:
+            return False
+        return not check_weight_files(WeightStore(out))
+    if stage == "train":
+        return done.get("epochs", 0) >= config.train.epochs
+    return True
+
+
+def run_demo(config: Config, out: Path, force: bool = False, overrides: Sequence[str] = ()) -> None:
     out = Path(out)
     print0(f"demo: run folder {out.resolve()}")
-    run_pairs(config, out)
-    run_collect(config, out)
-    run_train(config, out)
+    for stage in ("pairs", "collect", "train"):
+        run_stage(stage, config, out, force=force, overrides=overrides)
     generate_heldout_example(out)
     print0(f"demo: stages still to come in this version: {', '.join(STAGES_TO_COME)}")
 
 
-def generate_heldout_example(out: Path) -> dict:
+def generate_heldout_example(out: Path) -> dict | None:
     """A LoRA for the first held-out concept (never collected, never trained on), written to
-    ``<out>/adapters/<concept id>`` with the generator's default sampling."""
+    ``<out>/adapters/<concept id>`` with the generator's default sampling; kept if present."""
+    from wgen.core.errors import RunFolderError
+    from wgen.data.pairs import CONCEPTS_FILE, load_concepts
+    from wgen.generator.fit import GENERATOR_DIR
+    from wgen.generator.generate import run_generate
+
     out = Path(out)
     heldout = [c for c in load_concepts(out / CONCEPTS_FILE) if c.split == "heldout"]
     if not heldout:
-        raise ValueError(f"{out / CONCEPTS_FILE} lists no held-out concept to generate for")
+        raise RunFolderError(f"{out / CONCEPTS_FILE} lists no held-out concept to generate for")
     concept = heldout[0]
-    return run_generate(out / GENERATOR_DIR, concept.text, out / "adapters" / concept.id)
+    adapter = out / "adapters" / concept.id
+    if (adapter / "adapter_config.json").exists():
+        print0(f"demo: {adapter} exists (LoRA for {concept.text!r}); kept")
+        return None
+    return run_generate(out / GENERATOR_DIR, concept.text, adapter)

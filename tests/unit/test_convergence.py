@@ -3,18 +3,41 @@ import pytest
 from wgen.gan.convergence import ConvergenceMonitor
 
 
-def test_converges_after_patience_evaluations_without_progress():
+def test_converges_after_patience_evaluations_without_progress_at_a_stable_point():
     monitor = ConvergenceMonitor(patience=2, tolerance=0.01)
     assert not monitor.update(1.0)
     assert not monitor.update(0.5)  # progress
-    assert not monitor.update(0.499)  # 0.2% better: below tolerance
-    assert monitor.update(0.6)  # second evaluation without progress
+    assert not monitor.update(0.499)  # 0.2% better: below tolerance, but 0.5 was in the window
+    assert not monitor.update(0.6)  # no progress for 2 evaluations, but 20% off the best: a swing
+    assert monitor.update(0.5)  # back near the best: a stable point
     assert monitor.converged
 
 
-def test_steady_improvement_never_converges():
+def test_steady_large_improvement_never_converges():
     monitor = ConvergenceMonitor(patience=2, tolerance=0.01)
-    assert not any(monitor.update(1.0 * 0.9**i) for i in range(20))
+    assert not any(monitor.update(1.0 - 0.08 * i) for i in range(12))
+
+
+def test_a_slow_creep_after_a_large_gain_converges():
+    # c0022-like: from 0.5 down to 0.2, then 1.5% better at every evaluation until max_steps.
+    values = [0.5, 0.35, 0.25, 0.2] + [0.2 * 0.985**i for i in range(1, 30)]
+    old_rule = ConvergenceMonitor(patience=4, tolerance=0.01, gain_fraction=0.0)
+    assert not any(old_rule.update(v) for v in values)
+    monitor = ConvergenceMonitor(patience=4, tolerance=0.01)
+    steps = [i for i, v in enumerate(values) if monitor.update(v)]
+    assert steps and steps[0] < 12
+
+
+def test_a_run_no_better_than_its_start_is_not_converged():
+    # c0027-like: the LoRA first got worse, came back to the base's level, then learned.
+    values = [0.37, 0.45, 0.41, 0.38, 0.37, 0.37, 0.37]
+    # The old rule (no progress over the best for `patience` evaluations) said "converged" at
+    # the 5th evaluation here: the start was the best.
+    monitor = ConvergenceMonitor(patience=4, tolerance=0.01)
+    assert not any(monitor.update(v) for v in values)
+    assert "not better than its start" in monitor.reason()
+    assert not any(monitor.update(v) for v in (0.30, 0.25))
+    assert any(monitor.update(v) for v in (0.245, 0.246, 0.245, 0.246, 0.245))
 
 
 def test_smoothing_ignores_a_single_lucky_evaluation():

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from wgen.cli import app
 from wgen.config import ConfigError, load_config
+from wgen.core.errors import InputFileError
 from wgen.core.runtime import write_json
 from wgen.tune.results import (
     COMPLETED,
@@ -154,7 +155,7 @@ def test_from_tune_gives_the_search_settings_then_the_best_values(tmp_path):
     write_json(tmp_path / "odd" / "best.json", {"a": 1})
     with pytest.raises(ConfigError, match="not a best.json"):
         best_overrides(tmp_path / "odd")
-    with pytest.raises(FileNotFoundError, match="wgen tune --out"):
+    with pytest.raises(InputFileError, match="wgen tune --out"):
         best_overrides(tmp_path / "nowhere")
 
 

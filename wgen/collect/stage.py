@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 from wgen.config import CollectConfig, Config
+from wgen.core.errors import CollectIncomplete, Interrupted, RunFolderError
+from wgen.core.runfolder import STARTED_FILE, stage_record, write_started
 from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, write_json
 from wgen.data.concepts import select_for_collection
 from wgen.data.pairs import CONCEPTS_FILE, PAIRS_DIR, load_concepts, pairs_done, read_pairs
@@ -49,9 +51,10 @@ def ensure_base(config: Config, out: Path) -> BaseGAN:
     if (folder / "base.json").exists():
         base = BaseGAN.load(folder)
         if base.size != config.gan.size:
-            raise ValueError(
+            raise RunFolderError(
                 f"{folder} holds a base GAN of size {base.size!r} but gan.size={config.gan.size!r}; "
-                "use another --out folder"
+                f"use --preset {config.preset} with the settings this run folder was made with, "
+                "or redo collection with `wgen collect --force`"
             )
         return base
     frame = read_pairs(out)
@@ -157,25 +160,30 @@ def run_collect(
     """Make ``<out>/base/`` and ``<out>/weights/``, resuming any earlier partial run.
 
     ``retry`` trains again the concepts an earlier run recorded as not converged or failed
-    (e.g. after raising ``collect.max_steps``); converged concepts are always kept.
+    (e.g. after raising ``collect.max_steps``); converged concepts are always kept, after a
+    check that their weight file is intact. ``force`` trains the base and every concept anew.
+    Ctrl-C stops with `Interrupted`; the concepts in flight are not counted as attempts.
     """
+    import shutil
+
     import ray
-    from ray.data.expressions import col
-    from tqdm import tqdm
 
     out = Path(out)
     if not pairs_done(out):
-        raise FileNotFoundError(
-            f"no finished image pairs under {out / PAIRS_DIR}; make them with `wgen pairs --out {out}`"
+        raise RunFolderError(
+            f"no finished image pairs under {out / PAIRS_DIR}; make them with "
+            f"`wgen pairs --preset {config.preset} --out {out}`"
         )
     store = WeightStore(out)
-    if force and store.folder.exists():
-        import shutil
-
-        shutil.rmtree(store.folder)
+    if force:
+        for folder in (store.folder, out / BASE_DIR):
+            if folder.exists():
+                shutil.rmtree(folder)
+    started_ray = not ray.is_initialized()
     init_ray()
     base = ensure_base(config, out)
     store.save_manifest(weight_manifest(base, config))
+    write_started(out, "collect", config)
     counts = parameter_counts(base, config)
     print0(
         f"collect: generator {counts['total']:,} parameters; stored per concept: "
@@ -186,18 +194,55 @@ def run_collect(
     if retry:
         for concept_id in store.unfinished_attempts():
             store.forget(concept_id)
+    for concept_id, problem in check_weight_files(store):
+        print0(f"collect: warning: {problem}; training {concept_id} again")
+        (store.folder / f"{concept_id}.parquet").unlink(missing_ok=True)
+        store.forget(concept_id)
     selected = select_concepts(out, config.collect)
     todo = sorted(set(selected) - store.finished())
     print0(
         f"collect: {len(selected)} concepts selected, {len(selected) - len(todo)} already finished, {len(todo)} to train"
     )
     start = time.perf_counter()
-    if todo:
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # our own bar counts concepts, not blocks
-        # The hash shuffle starts a pool of aggregator actors (~40 s on 2 cores); the
-        # sort-based shuffle uses plain tasks and groups a few thousand pairs in seconds.
-        context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    attempts_before = {c: len(store.attempts(c)) for c in todo}
+    try:
+        if todo:
+            train_concepts(config, out, todo, start)
+    except KeyboardInterrupt:
+        if started_ray:  # stop the actors before their attempt counts are rewound
+            ray.shutdown()
+        rewind_attempts(store, attempts_before)
+        finished = len(set(selected) & store.finished())
+        raise Interrupted(
+            f"interrupted; {finished} of {len(selected)} concepts finished, "
+            "re-run the same command to resume"
+        ) from None
+    seconds = time.perf_counter() - start
+    summary = summarize(store, selected, seconds, config)
+    write_json(store.folder / SUCCESS_FILE, summary)
+    (store.folder / STARTED_FILE).unlink(missing_ok=True)
+    print0(
+        f"collect: {summary['converged']}/{summary['selected']} concepts converged "
+        f"({summary['converged_share']:.0%}), {summary['rows']} checkpoint rows, {seconds:.1f} s this run "
+        f"→ {store.folder}"
+    )
+    return summary
+
+
+def train_concepts(config: Config, out: Path, todo: list[str], start: float) -> None:
+    """Train the concepts ``todo`` on the actor pool, printing one line per concept."""
+    import ray
+    from ray.data.expressions import col
+    from tqdm import tqdm
+
+    context = ray.data.DataContext.get_current()
+    saved = (context.enable_progress_bars, context.shuffle_strategy)
+    context.enable_progress_bars = False  # our own bar counts concepts, not blocks
+    # The hash shuffle starts a pool of aggregator actors (~40 s on 2 cores); the
+    # sort-based shuffle uses plain tasks and groups a few thousand pairs in seconds.
+    context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    rows = None
+    try:
         dataset = (
             ray.data.read_parquet(str(out / PAIRS_DIR), file_extensions=["parquet"])
             .filter(expr=col("concept_id").is_in(todo))
@@ -214,10 +259,11 @@ def run_collect(
                 num_gpus=config.collect.gpus_per_actor or None,
             )
         )
+        rows = iter(dataset.iter_rows())
         with tqdm(
             total=len(todo), desc="concepts", unit="concept", disable=not sys.stderr.isatty()
         ) as bar:
-            for done, row in enumerate(dataset.iter_rows(), start=1):
+            for done, row in enumerate(rows, start=1):
                 bar.set_postfix_str(f"{row['concept_id']} {row['status']}")
                 bar.update(1)
                 if bar.disable:  # a log file gets one line per concept, with the ETA
@@ -226,15 +272,87 @@ def run_collect(
                         f"collect: {done}/{len(todo)} {row['concept_id']} {row['status']} "
                         f"({row['seconds']:.1f} s), ETA {eta / 60:.1f} min"
                     )
-    seconds = time.perf_counter() - start
-    summary = summarize(store, selected, seconds, config)
-    write_json(store.folder / SUCCESS_FILE, summary)
-    print0(
-        f"collect: {summary['converged']}/{summary['selected']} concepts converged "
-        f"({summary['converged_share']:.0%}), {summary['rows']} checkpoint rows, {seconds:.1f} s this run "
-        f"→ {store.folder}"
+    finally:
+        # Closing the iterator shuts the streaming executor down and with it the actor pool,
+        # so after a Ctrl-C no actor starts another attempt while the driver cleans up.
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+        context.enable_progress_bars, context.shuffle_strategy = saved
+
+
+def rewind_attempts(store: WeightStore, before: dict[str, int]) -> None:
+    """Forget the attempts an interrupted run started on concepts it did not finish: a
+    Ctrl-C is not a crash of the concept, so it must not use up `collect.max_retries`."""
+    finished = store.finished()
+    for concept_id, count in before.items():
+        if concept_id in finished:
+            continue
+        attempts = store.attempts(concept_id)
+        if len(attempts) <= count:
+            continue
+        path = store.attempts_dir / f"{concept_id}.json"
+        if count == 0:
+            path.unlink(missing_ok=True)
+        else:
+            write_json(path, {"attempts": attempts[:count]})
+
+
+def check_weight_files(store: WeightStore) -> list[tuple[str, str]]:
+    """Every converged concept's Parquet file opens, has its K rows and matches the manifest.
+
+    Returns ``(concept_id, problem)`` for each damaged or missing file.
+    """
+    import pyarrow.parquet as pq
+
+    from wgen.weights.store import group_column
+
+    statuses = store.statuses()
+    if not statuses:
+        return []
+    lengths = store.manifest().group_lengths
+    problems = []
+    for concept_id, status in sorted(statuses.items()):
+        if status.get("status") != "converged":
+            continue
+        path = store.folder / f"{concept_id}.parquet"
+        expected_rows = len(status.get("checkpoint_steps", [])) or None
+        try:
+            if not path.exists():
+                raise ValueError("missing")
+            table = pq.read_table(path)
+            if expected_rows is not None and table.num_rows != expected_rows:
+                raise ValueError(f"{table.num_rows} rows, expected {expected_rows}")
+            for g, length in enumerate(lengths):
+                values = table.column(group_column(g)).to_pylist()
+                if any(len(v) != length for v in values):
+                    raise ValueError(
+                        f"group {g} does not have {length} values as the manifest says"
+                    )
+            if group_column(len(lengths)) in table.column_names:
+                raise ValueError("more weight groups than the manifest")
+        except Exception as err:  # noqa: BLE001 - any failure to read means: train it again
+            problems.append((concept_id, f"{path} is damaged ({err})"))
+    return problems
+
+
+def check_min_converged(summary: dict[str, Any], config: Config) -> None:
+    """Raise `CollectIncomplete` when fewer than ``collect.min_converged`` of the selected
+    concepts converged, naming each failure and its reason."""
+    share = summary["converged_share"]
+    if share >= config.collect.min_converged:
+        return
+    failures = summary.get("not_converged_or_failed", {})
+    missing = summary.get("by_status", {}).get("missing", 0)
+    listed = "; ".join(f"{c}: {reason or 'no reason recorded'}" for c, reason in failures.items())
+    raise CollectIncomplete(
+        f"only {summary['converged']}/{summary['selected']} concepts converged ({share:.0%} < "
+        f"collect.min_converged={config.collect.min_converged:.0%})"
+        + (f"; {missing} not trained" if missing else "")
+        + (f"; {listed}" if listed else "")
+        + "; the weights are kept: raise collect.max_steps and re-run with --retry, "
+        "or lower collect.min_converged"
     )
-    return summary
 
 
 def summarize(
@@ -262,4 +380,6 @@ def summarize(
         "seconds_this_run": round(seconds, 2),
         "mean_concept_seconds": round(float(np.mean(train_seconds)), 2) if train_seconds else None,
         "actors": config.collect.actors,
+        "max_concepts": config.collect.max_concepts,
+        "record": stage_record(config, "collect"),
     }

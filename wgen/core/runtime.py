@@ -24,43 +24,92 @@ RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     "RAY_DEDUP_LOGS": "1",
-    "HF_HUB_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
+# Only for a local head, and only where the user has not set it: everything a local run loads
+# is on this disk. On a cluster a hub-named text encoder may need the hub, so it is left alone.
+LOCAL_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1"}
+# Ray binds its gRPC servers, agents and metrics endpoints to 127.0.0.1 only when the node's
+# address is the loopback one, and resolves an explicit `_node_ip_address="127.0.0.1"` to the
+# machine's external address. This switch (Ray's own, for single-machine macOS/Windows use)
+# makes it pick the loopback address: measured with `ss -ltnp`, every port then listens on
+# 127.0.0.1 instead of 0.0.0.0.
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+VERBOSE_ENV = "WGEN_VERBOSE"  # "1": Ray's own INFO logs and progress bars (wgen --verbose)
+QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "urllib3")
+# Without --verbose: no hub/transformers progress bars ("Loading weights: 100%" on every
+# `wgen generate`) and only their errors; set where the user has not chosen otherwise.
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 
 
-def set_ray_env_defaults() -> None:
-    """Apply RAY_ENV_DEFAULTS where the user has not set the variable already."""
-    for key, value in RAY_ENV_DEFAULTS.items():
+def set_ray_env_defaults(local: bool = False) -> None:
+    """Apply RAY_ENV_DEFAULTS (and LOCAL_ENV_DEFAULTS for a local head) where unset."""
+    for key, value in {**RAY_ENV_DEFAULTS, **(LOCAL_ENV_DEFAULTS if local else {})}.items():
         os.environ.setdefault(key, value)
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+
+
+def quiet_logging() -> None:
+    """Ray's INFO lines off unless ``--verbose``: wgen prints one line per event itself."""
+    import logging
+
+    if not verbose():
+        for key, value in QUIET_ENV.items():
+            os.environ.setdefault(key, value)
+
+    level = logging.INFO if verbose() else logging.WARNING
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to a cluster (``address`` or $RAY_ADDRESS) or start a local Ray head.
 
+    A local head listens on 127.0.0.1 only, with Ray's token authentication as Ray sets it.
     Idempotent: an already-initialised Ray (a test session's shared instance, or a job
     submitted with ``ray job submit``) is reused as it is.
     """
+    address = address or os.environ.get("RAY_ADDRESS")
+    set_ray_env_defaults(local=not address)
+    quiet_logging()
+    if not address:
+        os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     import ray
 
-    set_ray_env_defaults()
+    quiet_logging()
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    passed = [k for k in (*RAY_ENV_DEFAULTS, *LOCAL_ENV_DEFAULTS, *QUIET_ENV) if k in os.environ]
     # Workers inherit these so a local head behaves like the driver (offline, fast reports).
-    runtime_env = {"env_vars": {k: os.environ[k] for k in RAY_ENV_DEFAULTS}}
+    runtime_env = {"env_vars": {k: os.environ[k] for k in passed}}
+    logging_level = "info" if verbose() else "warning"
     if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(
+            address=address,
+            runtime_env=runtime_env,
+            log_to_driver=True,
+            logging_level=logging_level,
+        )
     else:
+        from ray._private import ray_constants
+
+        # Read at import: `ray` may have been imported before the variable was set above.
+        ray_constants.ENABLE_RAY_CLUSTER = os.environ[LOCAL_ONLY_ENV] not in ("0", "false")
         # Twice the cores as logical CPUs: compute-bound actors set their own torch threads,
         # and the light read/shuffle tasks beside them then always find a free slot (a pool
         # holding every logical CPU deadlocks a Ray Data pipeline, DESIGN.md).
         ray.init(
             num_cpus=num_cpus or 2 * (os.cpu_count() or 1),
             include_dashboard=False,
+            dashboard_host="127.0.0.1",
             runtime_env=runtime_env,
             log_to_driver=True,
+            logging_level=logging_level,
         )
+    quiet_logging()
 
 
 def print0(*args: Any, **kwargs: Any) -> None:

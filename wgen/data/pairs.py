@@ -14,6 +14,8 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from wgen.config import Config
+from wgen.core.runfolder import stage_record
 from wgen.core.runtime import SUCCESS_FILE, atomic_dir, init_ray, print0, read_json, write_json
 from wgen.data.concepts import Concept, make_concepts
 from wgen.data.images import crop_pool, encode_png, load_photos
@@ -128,9 +131,10 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
 
     init_ray()
     context = ray.data.DataContext.get_current()
+    saved_bars = context.enable_progress_bars
     context.enable_progress_bars = sys.stderr.isatty()
     start = time.perf_counter()
-    with atomic_dir(pairs_dir) as tmp:
+    with atomic_dir(pairs_dir) as tmp, _restored_progress_bars(context, saved_bars):
         # One block per editor batch, so the pool's actors share the work.
         chunks = [
             plan.iloc[i : i + data.editor_batch_size]
@@ -161,6 +165,8 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
             "image_size": data.image_size,
             "seconds": round(seconds, 2),
             "pairs_per_second": round(len(plan) / seconds, 1),
+            # The preset and the fields that shaped the pairs: later stages check them.
+            "record": stage_record(config, "pairs"),
         }
         write_json(tmp / SUCCESS_FILE, summary)
     print0(
@@ -168,6 +174,14 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
         f"({summary['pairs_per_second']} pairs/s, {data.editor_actors} editor actor(s)) → {pairs_dir}"
     )
     return summary
+
+
+@contextmanager
+def _restored_progress_bars(context: Any, value: bool) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        context.enable_progress_bars = value
 
 
 def read_pairs(

@@ -169,7 +169,8 @@ class WeightDiffusion:
         drop = None
         if drop_p > 0.0:
             drop = (torch.rand(batch, generator=generator) < drop_p).to(device)
-        output = model(x_t, t, n, text, extra_cond=extra_cond, drop_text=drop, text_rows=text_rows)
+        rows = {} if text_rows is None else {"text_rows": text_rows}  # protocol stays minimal
+        output = model(x_t, t, n, text, extra_cond=extra_cond, drop_text=drop, **rows)
         return masked_mse(output, self.target(x0, noise, t), mask.reshape(output.shape))
 
     def _initial_noise(

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from wgen.config import ConfigError
+from wgen.core.errors import InputFileError
 from wgen.core.runtime import atomic_write_bytes, read_json, write_json
 
 RESULTS_FILE = "results.csv"
@@ -251,9 +252,8 @@ def best_overrides(path: Path) -> tuple[str, list[str]]:
     candidates = [path / TUNE_DIR / BEST_FILE, path / BEST_FILE]
     found = next((p for p in candidates if p.exists()), None)
     if found is None:
-        raise FileNotFoundError(
-            f"--from-tune {path}: no {TUNE_DIR}/{BEST_FILE} there; run `wgen tune --out {path}` "
-            "to the end first"
+        raise InputFileError(
+            path / TUNE_DIR / BEST_FILE, "does not exist", f"run `wgen tune --out {path}` to the end first"
         )
     best = read_json(found)
     if not isinstance(best, dict) or not {"preset", "overrides", "params"} <= set(best):

@@ -32,6 +32,7 @@ from typing import Any
 from ray.tune import Callback
 
 from wgen.config import Config, ConfigError
+from wgen.core.errors import Interrupted
 from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, read_json, torch_threads, write_json
 from wgen.tune.results import (
     COMPLETED,
@@ -68,7 +69,7 @@ class SearchConflictError(ConfigError):
     """``<out>/tune`` holds a search with other settings."""
 
 
-class SearchInterrupted(RuntimeError):
+class SearchInterrupted(Interrupted):
     """The search stopped before every trial finished; running it again resumes it."""
 
 

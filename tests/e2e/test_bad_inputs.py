@@ -1,0 +1,87 @@
+"""Bad situations that need a real run: too few converged concepts, Ctrl-C during collection,
+and a local Ray head that listens on the loopback address only."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from wgen.cli import app
+from wgen.config import load_config
+from wgen.core.runfolder import LOCK_FILE
+from wgen.core.runtime import SUCCESS_FILE, read_json
+from wgen.data.pairs import run_pairs
+from wgen.weights.store import WeightStore
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def pairs_run(ray_local, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pairs_bad_inputs")
+    run_pairs(load_config("tiny"), out)
+    return out
+
+
+def fresh_run(pairs_run: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("pairs", "concepts.jsonl"):
+        os.symlink(pairs_run / name, out / name)
+    return out
+
+
+def test_local_head_listens_on_loopback_only(ray_local):
+    import ray
+
+    assert ray.util.get_node_ip_address() == "127.0.0.1"
+    assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
+
+
+def test_collect_below_min_converged_exits_3_naming_the_failures(pairs_run, tmp_path):
+    out = fresh_run(pairs_run, tmp_path)
+    args = ["collect", "--preset", "tiny", "--set", "collect.max_steps=5", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 3, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("error:"))
+    assert "only 0/4 concepts converged" in line and "collect.min_converged=80%" in line
+    assert "c0" in line and "--retry" in line
+    summary = read_json(out / "weights" / SUCCESS_FILE)  # the weights and summary are kept
+    assert summary["record"]["preset"] == "tiny" and summary["selected"] == 4
+    assert not (out / LOCK_FILE).exists()
+
+
+def test_ctrl_c_is_reported_and_not_counted_as_an_attempt(ray_local, pairs_run, tmp_path):
+    out = fresh_run(pairs_run, tmp_path)
+    slow = ["collect.max_steps=300", "collect.patience=30", "collect.max_concepts=4"]
+    args = ["--preset", "tiny", "--out", str(out)] + [a for s in slow for a in ("--set", s)]
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    job = subprocess.Popen(
+        [sys.executable, "-m", "wgen", "collect", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines = []
+    for line in job.stdout:  # blocks until the first concept is finished, then Ctrl-C
+        lines.append(line)
+        if line.startswith("collect: 1/"):
+            os.killpg(job.pid, signal.SIGINT)
+            break
+    rest, _ = job.communicate(timeout=240)
+    output = "".join(lines) + rest
+    assert job.returncode == 130, output[-3000:]
+    assert re.search(r"interrupted; \d of 4 concepts finished, re-run the same command", output)
+    store = WeightStore(out)
+    unfinished = {f"c{i:04d}" for i in range(12)} - store.finished()
+    assert all(store.attempts(c) == [] for c in unfinished), "an interruption used up an attempt"
+    assert not (out / LOCK_FILE).exists()
