@@ -21,7 +21,15 @@ import numpy as np
 import pandas as pd
 
 from wgen.config import Config
-from wgen.core.runtime import SUCCESS_FILE, atomic_dir, init_ray, print0, read_json, write_json
+from wgen.core.runtime import (
+    SUCCESS_FILE,
+    atomic_dir,
+    init_ray,
+    print0,
+    read_json,
+    scoped_data_context,
+    write_json,
+)
 from wgen.data.concepts import Concept, make_concepts
 from wgen.data.images import crop_pool, encode_png, load_photos
 
@@ -127,10 +135,9 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     save_concepts(concepts, out / CONCEPTS_FILE)
 
     init_ray()
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = sys.stderr.isatty()
     start = time.perf_counter()
-    with atomic_dir(pairs_dir) as tmp:
+    progress = scoped_data_context(enable_progress_bars=sys.stderr.isatty())
+    with progress, atomic_dir(pairs_dir) as tmp:
         # One block per editor batch, so the pool's actors share the work.
         chunks = [
             plan.iloc[i : i + data.editor_batch_size]

@@ -46,6 +46,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wgen.config import LoRAConfig
+from wgen.core.runtime import torch_seed
 from wgen.models.gan import gan_size
 from wgen.weights.format import require_same_base
 
@@ -119,8 +120,7 @@ def add_lora(generator: nn.Module, cfg: LoRAConfig, size_name: str) -> nn.Module
     )
     if cfg.init_seed is None:
         return _inject(generator, peft_config, cfg.train_norms, cfg.train_a)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.init_seed)
+    with torch_seed(cfg.init_seed):
         return _inject(generator, peft_config, cfg.train_norms, cfg.train_a)
 
 
