@@ -330,14 +330,13 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             if type(None) in args:
                 return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(name, value, arg)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                continue  # try the union's next type
         raise ConfigError(f"{name}: cannot read {value!r} as {hint}")
     if origin is list:
         (item_type,) = args

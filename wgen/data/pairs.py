@@ -128,7 +128,7 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     concepts = make_concepts(data)
     # Read the photos here first so a bad --images folder fails before Ray starts.
     photos = load_photos(data)
-    crop_ids, _ = crop_pool(photos[:1], data.image_size, 1, data.seed)  # validates the size
+    crop_pool(photos[:1], data.image_size, 1, data.seed)  # validates the size
     n_crops = len(photos) * data.crops_per_photo
     plan = plan_pairs(concepts, n_crops, data.pairs_per_concept, data.seed)
     out.mkdir(parents=True, exist_ok=True)

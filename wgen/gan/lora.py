@@ -48,7 +48,7 @@ from torch import nn
 from wgen.config import LoRAConfig
 from wgen.core.runtime import torch_seed
 from wgen.models.gan import gan_size
-from wgen.weights.format import require_same_base
+from wgen.weights.format import cpu_copy, require_same_base
 
 ADAPTER = "default"  # peft adapter name; peft drops it from saved keys
 CONFIG_FILE = "adapter_config.json"  # peft's names, so peft itself can read the folder
@@ -215,11 +215,6 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------
 
 
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses views; store standalone CPU copies."""
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
-
-
 def _norm_modules(norm_keys: tuple[str, ...]) -> list[str]:
     """The norm modules owning ``norm_keys`` (``down.0.norm.weight`` → ``down.0.norm``)."""
     return list(dict.fromkeys(key.rsplit(".", 1)[0] for key in norm_keys))
@@ -249,7 +244,7 @@ def save_adapter(
     }
     (out_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     state = {PEFT_PREFIX + key: value for key, value in trainable_state_dict(model).items()}
-    save_file(_contiguous(state), str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
+    save_file(cpu_copy(state), str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     return out_dir
 
 

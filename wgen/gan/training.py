@@ -35,7 +35,7 @@ from wgen.gan.lora import (
 from wgen.gan.losses import discriminator_loss, generator_loss
 from wgen.gan.metrics import FeatureExtractor, ReferenceStats, evaluate_generator, uint8_to_model
 from wgen.models.gan import build_discriminator, build_generator, fingerprint
-from wgen.weights.format import Manifest, Selection, build_manifest
+from wgen.weights.format import Manifest, Selection, build_manifest, cpu_copy
 
 
 def concept_seed(seed: int, concept_id: str) -> int:
@@ -325,8 +325,8 @@ def train_base(config: Config, pairs: list[ConceptPairs]) -> BaseGAN:
         seconds = time.perf_counter() - start
     return BaseGAN(
         size=config.gan.size,
-        generator={k: v.detach().clone() for k, v in generator.state_dict().items()},
-        discriminator={k: v.detach().clone() for k, v in discriminator.state_dict().items()},
+        generator=cpu_copy(generator.state_dict()),
+        discriminator=cpu_copy(discriminator.state_dict()),
         fingerprint=fingerprint(generator, config.gan.size),
         info={
             "steps": config.gan.base_steps,
