@@ -405,7 +405,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             try:
                 return _coerce(name, value, arg)
             except ConfigError:
-                continue
+                continue  # try the union's next type
         raise ConfigError(f"{name}: cannot read {value!r} as {hint}")
     if origin is dict:
         # A mapping from a preset, or YAML from the command line: "{a.b: [1, 2]}".

@@ -119,7 +119,8 @@ def test_a_killed_training_actor_is_retried_and_nothing_is_duplicated(pairs_run,
                 break
         time.sleep(0.2)
     assert victim is not None, "no concept started training"
-    time.sleep(0.5)  # let it get into its training loop
+    # Its attempt is on disk: a kill from here on, in or before the training loop, is a
+    # death mid-concept, which is what must be retried.
     os.kill(victim[1], signal.SIGKILL)
     thread.join(timeout=300)
     assert not thread.is_alive() and not errors, errors

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 
 import pytest
 import torch
-from peft import LoraConfig
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
 
 from wgen.config import LoRAConfig
 from wgen.gan.lora import (
     CONFIG_FILE,
+    METADATA_FILE,
     NORMS_FILE,
+    PEFT_PREFIX,
     WEIGHTS_FILE,
     add_lora,
     count_parameters,
@@ -161,8 +165,8 @@ def test_adapter_round_trip_is_bit_identical(tmp_path, train_norms):
     base_fp = fingerprint(build_generator(SIZE, seed=0), SIZE)
     save_adapter(model, SIZE, tmp_path, base_fp)
 
-    assert (tmp_path / WEIGHTS_FILE).exists()
-    assert (tmp_path / NORMS_FILE).exists() == train_norms
+    assert (tmp_path / WEIGHTS_FILE).exists() and (tmp_path / METADATA_FILE).exists()
+    assert not (tmp_path / NORMS_FILE).exists()  # norms travel in peft's own weights file
     meta = read_adapter_metadata(tmp_path)
     assert meta["base_fingerprint"] == base_fp and meta["gan_size"] == SIZE
 
@@ -176,14 +180,80 @@ def test_adapter_round_trip_is_bit_identical(tmp_path, train_norms):
 
 
 def test_adapter_config_is_a_real_peft_config(tmp_path):
-    model = _lora_model(rank=2, alpha=8.0)
+    model = _lora_model(rank=2, alpha=8.0, train_norms=True)
     save_adapter(model, SIZE, tmp_path, "f" * 16)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # peft notes the extra "wgen" entry and skips it
+        warnings.simplefilter("error")  # no "unexpected keyword arguments" for wgen's entry
         config = LoraConfig.from_pretrained(str(tmp_path))
     assert config.r == 2 and config.lora_alpha == 8.0
     assert set(config.target_modules) == set(GAN_SIZES[SIZE].default_lora_targets)
-    assert "wgen" in json.loads((tmp_path / CONFIG_FILE).read_text())
+    norm_modules = {key.rsplit(".", 1)[0] for key in norm_parameter_names(model)}
+    assert set(config.modules_to_save) == norm_modules
+    assert "wgen" not in json.loads((tmp_path / CONFIG_FILE).read_text())
+
+
+@pytest.mark.parametrize("train_norms", [True, False])
+def test_plain_peft_loads_the_adapter_like_wgen_without_a_warning(tmp_path, caplog, train_norms):
+    model = _lora_model(train_norms=train_norms)
+    _randomise_trainable(model)
+    base_fp = fingerprint(build_generator(SIZE, seed=0), SIZE)
+    save_adapter(model, SIZE, tmp_path, base_fp)
+
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(build_generator(SIZE, seed=0), str(tmp_path))
+    assert [str(w.message) for w in caught] == []  # e.g. "Found missing adapter keys"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+    wgen_model = load_adapter(build_generator(SIZE, seed=0), tmp_path, base_fp)
+    x = _images(batch=3)
+    with torch.no_grad():
+        assert torch.equal(peft_model(x), wgen_model(x))
+        assert torch.equal(peft_model(x), model(x))
+
+
+@pytest.mark.parametrize("train_norms", [True, False])
+def test_adapter_files_match_what_peft_save_pretrained_writes(tmp_path, train_norms):
+    model = _lora_model(train_norms=train_norms)
+    save_adapter(model, SIZE, tmp_path / "wgen", "f" * 16)
+    config = LoraConfig.from_pretrained(str(tmp_path / "wgen"))
+    config.inference_mode = False
+    reference = get_peft_model(build_generator(SIZE, seed=0), config)
+    reference.save_pretrained(str(tmp_path / "peft"))
+    ours, theirs = (load_file(str(tmp_path / d / WEIGHTS_FILE)) for d in ("wgen", "peft"))
+    assert set(ours) == set(theirs)
+    assert all(key.startswith(PEFT_PREFIX) for key in ours)
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+
+
+def test_adapters_in_the_first_layout_still_load(tmp_path):
+    """Before wgen_adapter.json: metadata inside adapter_config.json, LoRA keys without
+    peft's prefix, norms in norms.safetensors."""
+    model = _lora_model(train_norms=True)
+    _randomise_trainable(model)
+    save_adapter(model, SIZE, tmp_path, "f" * 16)
+    meta = json.loads((tmp_path / METADATA_FILE).read_text())
+    (tmp_path / METADATA_FILE).unlink()
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    config["modules_to_save"] = None
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({**config, "wgen": meta}))
+    state = {
+        k.removeprefix(PEFT_PREFIX): v for k, v in load_file(str(tmp_path / WEIGHTS_FILE)).items()
+    }
+    norms = {k: state.pop(k) for k in meta["norm_keys"]}
+    save_file(state, str(tmp_path / WEIGHTS_FILE))
+    save_file(norms, str(tmp_path / NORMS_FILE))
+
+    assert read_adapter_metadata(tmp_path) == meta
+    loaded = load_adapter(build_generator(SIZE, seed=0), tmp_path, "f" * 16)
+    x = _images()
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_a_peft_adapter_not_written_by_wgen_is_named(tmp_path):
+    LoraConfig(target_modules=["attn.qkv"]).save_pretrained(str(tmp_path))
+    with pytest.raises(ValueError, match="not written by wgen"):
+        read_adapter_metadata(tmp_path)
 
 
 def test_adapter_for_another_base_is_refused(tmp_path):

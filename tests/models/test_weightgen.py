@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from peft import PeftModel
 
 from wgen.config import load_config
 from wgen.core.runtime import torch_threads
 from wgen.gan.lora import load_adapter, trainable_state_dict
 from wgen.gan.training import BaseGAN, lora_generator, weight_manifest
 from wgen.generator.checkpoint import GeneratorFolderError, WeightGenerator
+from wgen.generator.generate import run_generate
 from wgen.models.denoiser import build_denoiser
-from wgen.models.gan import build_discriminator, build_generator, fingerprint
+from wgen.models.gan import GAN_SIZES, build_discriminator, build_generator, fingerprint
 from wgen.weights.blocks import BlockLayout
 from wgen.weights.codec import BlockCodec
 from wgen.weights.format import WeightFormatError, flatten
@@ -152,3 +156,28 @@ def test_write_adapter_loads_into_the_base_with_peft(generator, tmp_path):
     with pytest.raises(FileExistsError):
         generator.write_adapter("sepia", tmp_path / "notes")
     assert (tmp_path / "notes" / "keep.txt").exists()
+
+
+def test_a_generated_adapter_loads_with_plain_peft_like_wgen(generator, tmp_path, caplog):
+    path, _ = generator.write_adapter("strong sepia tone", tmp_path / "adapter", seed=2)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(generator.base.build_generator(), str(path))
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    wgen_model = load_adapter(generator.base.build_generator(), path, generator.fingerprint)
+    side = GAN_SIZES["tiny"].image_size
+    x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(peft_model(x), wgen_model(x))
+        assert not torch.equal(peft_model(x), generator.base.build_generator()(x))
+
+
+def test_run_generate_gives_the_caller_its_thread_count_back(generator, tmp_path):
+    folder = generator.save(tmp_path / "gen")
+    assert generator.config.generate.threads == 1
+    with torch_threads(2):
+        result = run_generate(folder, "strong sepia tone", tmp_path / "adapter", seed=2)
+        assert torch.get_num_threads() == 2
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    assert result["seed"] == 2

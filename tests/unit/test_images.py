@@ -7,10 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from wgen.config import DataConfig
-from wgen.data.images import builtin_photos, crop_pool, folder_photos, load_photos, to_rgb_uint8
+from wgen.data.images import (
+    builtin_photos,
+    check_images,
+    crop_pool,
+    folder_photos,
+    load_photos,
+    to_rgb_uint8,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -111,3 +119,24 @@ def test_same_stem_photos_keep_distinct_names(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         names = [name for name, _ in folder_photos(tmp_path)]
     assert names == ["x.jpg", "x.png"]
+
+
+@pytest.mark.parametrize(
+    ("images", "match"),
+    [
+        (np.zeros((2, 8, 8, 3), np.float32), "uint8"),
+        (torch.zeros(2, 8, 8, 3, dtype=torch.uint8), "uint8.*Tensor"),
+        (np.zeros((8, 8, 3), np.uint8), r"\(N, H, W, 3\)"),
+        (np.zeros((0, 8, 8, 3), np.uint8), "N >= 1"),
+    ],
+)
+def test_check_images_names_the_convention(images, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        check_images(images)
+
+
+def test_check_images_passes_a_batch_through() -> None:
+    images = np.zeros((2, 8, 8, 3), np.uint8)
+    assert check_images(images) is images
+    empty = np.zeros((0, 8, 8, 3), np.uint8)
+    assert check_images(empty, allow_empty=True) is empty

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from wgen.gan.losses import discriminator_loss, generator_loss, paired_metrics
+from wgen.gan.losses import discriminator_loss, generator_loss
 
 
 class ConstantCritic(nn.Module):
@@ -69,23 +69,3 @@ def test_generator_loss_reaches_the_generator_output():
     loss, _ = generator_loss(lambda s, i: disc(torch.cat([s, i], 1)), source, target, fake, 10.0)
     loss.backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
-
-
-def test_paired_metrics_known_values():
-    target = torch.zeros(4, 3, 8, 8)
-    assert paired_metrics(target, target) == {"l1": 0.0, "psnr": pytest.approx(100.0)}
-    # an error of 0.2 on [-1, 1] is 0.1 on [0, 1]: MSE 0.01 → 20 dB
-    metrics = paired_metrics(target + 0.2, target)
-    assert metrics["l1"] == pytest.approx(0.2)
-    assert metrics["psnr"] == pytest.approx(20.0, rel=1e-5)
-
-
-def test_paired_metrics_average_psnr_per_image():
-    target = torch.zeros(2, 3, 4, 4)
-    pred = torch.stack([target[0] + 0.2, target[1] + 0.02])  # 20 dB and 40 dB
-    assert paired_metrics(pred, target)["psnr"] == pytest.approx(30.0, rel=1e-5)
-
-
-def test_paired_metrics_refuse_shape_mismatch():
-    with pytest.raises(ValueError, match="differ in shape"):
-        paired_metrics(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 8, 8))

@@ -16,6 +16,7 @@ from wgen.weights.format import (
     WeightFormatError,
     build_manifest,
     check_compatible,
+    cpu_copy,
     flatten,
     group_name,
     unflatten,
@@ -173,3 +174,14 @@ def test_selection_and_dtype_errors():
         build_manifest({k: v.double() for k, v in state.items()}, Selection(), FP)
     with pytest.raises(WeightFormatError, match="last 9 layers"):
         Selection.last_layers(_mlp(), 9)
+
+
+def test_cpu_copy_is_detached_contiguous_and_not_a_view():
+    layer = nn.Linear(3, 2)
+    state = {"w": layer.weight, "t": torch.arange(6.0).view(2, 3).t()}
+    copy = cpu_copy(state)
+    assert all(v.is_contiguous() and not v.requires_grad for v in copy.values())
+    assert torch.equal(copy["t"], state["t"])
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    assert not torch.equal(copy["w"], layer.weight)  # a copy, even of a CPU tensor

@@ -1,24 +1,33 @@
-"""Figures a person would rather look at than read: pair grids and training curves."""
+"""Figures a person would rather look at than read: pair grids and training curves.
+
+Figures are drawn on matplotlib's Agg canvas directly (files only; these machines have no
+screen), without pyplot: importing this module changes no backend, and no figure outlives
+the call that drew it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; these machines have no screen
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
-def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Lay out, write as PNG (creating the folder) and free the figure."""
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure on its own Agg canvas, outside pyplot's registry of open figures."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Lay out and write as PNG, creating the folder."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -30,9 +39,8 @@ def image_grid(
 ) -> Path:
     """One row per (label, images): the label on the left, the uint8 images beside it."""
     n_cols = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(
-        len(rows), n_cols, figsize=(scale * n_cols + 3.5, scale * len(rows)), squeeze=False
-    )
+    fig = new_figure((scale * n_cols + 3.5, scale * len(rows)))
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for r, (label, images) in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r][c]
@@ -51,7 +59,8 @@ def image_grid(
 def convergence_plot(curves: list[dict[str, Any]], path: Path, metric: str = "l1") -> Path:
     """Validation metric over steps per concept, with the convergence point and the K
     checkpoints marked. ``curves``: {"label", "history", "converged_step", "checkpoint_steps"}."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = new_figure((8, 4.5))
+    ax = fig.subplots()
     for curve in curves:
         steps = [h["step"] for h in curve["history"]]
         values = [h[metric] for h in curve["history"]]

@@ -144,6 +144,51 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 @contextmanager
+def torch_seed(seed: int) -> Iterator[None]:
+    """Run the block with torch's global RNG seeded by ``seed``, then restore the caller's.
+
+    For randomness that takes no ``torch.Generator`` (module init, dropout): the block is
+    deterministic per seed and the caller's draws are unchanged. CUDA generators are forked
+    and seeded too once CUDA is initialised; before that, they are left alone rather than
+    starting CUDA in a CPU-only process.
+    """
+    import torch
+
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if devices:
+            torch.cuda.manual_seed_all(seed)
+        yield
+
+
+@contextmanager
+def scoped_data_context(**changes: Any) -> Iterator[Any]:
+    """Set fields of Ray Data's current ``DataContext`` inside the block, then restore them.
+
+    The context is a process-wide singleton that every later dataset of the process copies
+    when it is created, so a stage that changed it for good would change every other stage's
+    datasets (and a test's next test). Datasets created inside the block keep the changes
+    while they run. Yields the context. An unknown field is an ``AttributeError``, not a
+    silently added attribute.
+    """
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    unknown = sorted(name for name in changes if not hasattr(context, name))
+    if unknown:
+        raise AttributeError(f"ray.data.DataContext has no field(s) {unknown}")
+    before = {name: getattr(context, name) for name in changes}
+    for name, value in changes.items():
+        setattr(context, name, value)
+    try:
+        yield context
+    finally:
+        for name, value in before.items():
+            setattr(context, name, value)
+
+
+@contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling folder that becomes ``final`` only if the block succeeds.
 

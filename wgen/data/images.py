@@ -51,6 +51,22 @@ _SKIMAGE_PHOTOS: tuple[tuple[str, str, str], ...] = (
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+LUMA_BT601 = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B in luminance
+
+
+def check_images(images: np.ndarray, what: str = "images", allow_empty: bool = False) -> np.ndarray:
+    """``images`` if it is a uint8 (N, H, W, 3) batch (N >= 1 unless ``allow_empty``), else a
+    ``ValueError`` naming the convention: fail early instead of computing a wrong number."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        dtype = getattr(images, "dtype", None)
+        found = (
+            f"{type(images).__name__} of {dtype}" if dtype is not None else type(images).__name__
+        )
+        raise ValueError(f"{what}: expected a uint8 numpy array (N, H, W, 3), got {found}")
+    if images.ndim != 4 or images.shape[-1] != 3 or (len(images) == 0 and not allow_empty):
+        at_least = "" if allow_empty else " with N >= 1"
+        raise ValueError(f"{what}: expected shape (N, H, W, 3){at_least}, got {images.shape}")
+    return images
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:

@@ -14,8 +14,6 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,15 @@ import pandas as pd
 
 from wgen.config import Config
 from wgen.core.runfolder import stage_record
-from wgen.core.runtime import SUCCESS_FILE, atomic_dir, init_ray, print0, read_json, write_json
+from wgen.core.runtime import (
+    SUCCESS_FILE,
+    atomic_dir,
+    init_ray,
+    print0,
+    read_json,
+    scoped_data_context,
+    write_json,
+)
 from wgen.data.concepts import Concept, make_concepts
 from wgen.data.images import crop_pool, encode_png, load_photos
 
@@ -123,18 +129,16 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     concepts = make_concepts(data)
     # Read the photos here first so a bad --images folder fails before Ray starts.
     photos = load_photos(data)
-    crop_ids, _ = crop_pool(photos[:1], data.image_size, 1, data.seed)  # validates the size
+    crop_pool(photos[:1], data.image_size, 1, data.seed)  # validates the size
     n_crops = len(photos) * data.crops_per_photo
     plan = plan_pairs(concepts, n_crops, data.pairs_per_concept, data.seed)
     out.mkdir(parents=True, exist_ok=True)
     save_concepts(concepts, out / CONCEPTS_FILE)
 
     init_ray()
-    context = ray.data.DataContext.get_current()
-    saved_bars = context.enable_progress_bars
-    context.enable_progress_bars = sys.stderr.isatty()
     start = time.perf_counter()
-    with atomic_dir(pairs_dir) as tmp, _restored_progress_bars(context, saved_bars):
+    progress = scoped_data_context(enable_progress_bars=sys.stderr.isatty())
+    with progress, atomic_dir(pairs_dir) as tmp:
         # One block per editor batch, so the pool's actors share the work.
         chunks = [
             plan.iloc[i : i + data.editor_batch_size]
@@ -174,14 +178,6 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
         f"({summary['pairs_per_second']} pairs/s, {data.editor_actors} editor actor(s)) → {pairs_dir}"
     )
     return summary
-
-
-@contextmanager
-def _restored_progress_bars(context: Any, value: bool) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        context.enable_progress_bars = value
 
 
 def read_pairs(

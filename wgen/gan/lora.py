@@ -3,20 +3,33 @@
 A concept's weights are the generator's LoRA matrices (peft: a Conv2d LoRA A is c×r×kh×kw,
 B is r×f×1×1, as in Gong et al.) plus, where trained, the normalisation layers' affine
 parameters. This module injects them, freezes everything else, reads and writes that
-trainable set as one state dict, and saves it as an ordinary peft adapter folder:
+trainable set as one state dict, and saves it as a standard peft adapter folder that
+``peft.PeftModel.from_pretrained(base_generator, folder)`` loads whole, without a warning:
 
-    adapter_config.json        peft's own LoraConfig JSON, plus a "wgen" entry (base
-                               fingerprint, GAN size, norm keys)
-    adapter_model.safetensors  peft.get_peft_model_state_dict (LoRA A and B only)
-    norms.safetensors          the trained norm parameters (absent if norms are frozen)
+    adapter_config.json        peft's own LoraConfig JSON; trained norms are listed as its
+                               ``modules_to_save`` (the norm modules' names), so peft wraps
+                               and fills them
+    adapter_model.safetensors  LoRA A and B and the trained norms, under the keys peft's own
+                               ``PeftModel.save_pretrained`` writes
+                               (``base_model.model.down.0.conv.lora_A.weight``,
+                               ``base_model.model.down.0.norm.weight``)
+    wgen_adapter.json          wgen's metadata, which peft never reads: base fingerprint,
+                               GAN size, trained norm keys, whether A was trained
+
+Adapters written before this layout (metadata under a "wgen" key of adapter_config.json,
+keys without the ``base_model.model.`` prefix, norms in ``norms.safetensors``) still load
+with `load_adapter`.
 
 Keys of the trainable state dict follow peft's convention (no adapter name:
 ``down.0.conv.lora_A.weight``) and plain parameter names for norms (``down.0.norm.weight``),
 in the model's parameter order, so `wgen.weights.format` can flatten it and rebuild it.
+Norm layers are saved by parameter only, so norms with running statistics (BatchNorm) are
+not supported as trained norms.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -33,14 +46,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wgen.config import LoRAConfig
+from wgen.core.runtime import torch_seed
 from wgen.models.gan import gan_size
-from wgen.weights.format import require_same_base
+from wgen.weights.format import cpu_copy, require_same_base
 
 ADAPTER = "default"  # peft adapter name; peft drops it from saved keys
 CONFIG_FILE = "adapter_config.json"  # peft's names, so peft itself can read the folder
 WEIGHTS_FILE = "adapter_model.safetensors"
-NORMS_FILE = "norms.safetensors"
-_META_KEY = "wgen"  # our entry inside adapter_config.json
+METADATA_FILE = "wgen_adapter.json"  # wgen's own entry, beside peft's files
+PEFT_PREFIX = "base_model.model."  # what peft's PeftModel.save_pretrained puts before every key
+NORMS_FILE = "norms.safetensors"  # adapters written before METADATA_FILE: read, never written
+_OLD_META_KEY = "wgen"  # ... and their metadata inside adapter_config.json
 _NORM_KEYS_ATTR = "wgen_trained_norm_keys"  # set on the model by add_lora / load_adapter
 _NORM_TYPES = (
     nn.GroupNorm,
@@ -104,8 +120,7 @@ def add_lora(generator: nn.Module, cfg: LoRAConfig, size_name: str) -> nn.Module
     )
     if cfg.init_seed is None:
         return _inject(generator, peft_config, cfg.train_norms, cfg.train_a)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.init_seed)
+    with torch_seed(cfg.init_seed):
         return _inject(generator, peft_config, cfg.train_norms, cfg.train_a)
 
 
@@ -200,46 +215,50 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------
 
 
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses views; store standalone CPU copies."""
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+def _norm_modules(norm_keys: tuple[str, ...]) -> list[str]:
+    """The norm modules owning ``norm_keys`` (``down.0.norm.weight`` → ``down.0.norm``)."""
+    return list(dict.fromkeys(key.rsplit(".", 1)[0] for key in norm_keys))
 
 
 def save_adapter(
     model: nn.Module, size_name: str, out_dir: str | Path, base_fingerprint: str
 ) -> Path:
-    """Write ``model``'s adapter as a peft adapter folder (see the module docstring).
+    """Write ``model``'s adapter as a standard peft adapter folder (see the module docstring).
 
     ``base_fingerprint`` is `wgen.models.gan.fingerprint` of the base generator the
     adapter was trained on; `load_adapter` refuses any other base.
     """
     out_dir = Path(out_dir)
     norm_keys = _trained_norm_keys(model)
-    peft_config: LoraConfig = model.peft_config[ADAPTER]
+    peft_config: LoraConfig = copy.deepcopy(model.peft_config[ADAPTER])
+    # peft wraps these modules in a ModulesToSaveWrapper and fills them from the weights file
+    peft_config.modules_to_save = _norm_modules(norm_keys) or None
+    peft_config.inference_mode = True  # as peft's own save_pretrained writes it
     peft_config.save_pretrained(str(out_dir))
-    config_path = out_dir / CONFIG_FILE
-    config = json.loads(config_path.read_text())
-    config[_META_KEY] = {
+    meta = {
         "base_fingerprint": base_fingerprint,
         "gan_size": size_name,
         "norm_keys": list(norm_keys),
         # whether LoRA A was trained: fine-tuning a loaded adapter keeps the same trainable set
         "train_a": any(p.requires_grad for n, p in model.named_parameters() if ".lora_A" in n),
     }
-    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-    lora, norms = _split(trainable_state_dict(model), norm_keys)
-    save_file(_contiguous(lora), str(out_dir / WEIGHTS_FILE))
-    if norms:
-        save_file(_contiguous(norms), str(out_dir / NORMS_FILE))
+    (out_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    state = {PEFT_PREFIX + key: value for key, value in trainable_state_dict(model).items()}
+    save_file(cpu_copy(state), str(out_dir / WEIGHTS_FILE), metadata={"format": "pt"})
     return out_dir
 
 
 def read_adapter_metadata(adapter_dir: str | Path) -> dict:
-    """Our entry of ``adapter_config.json``: base fingerprint, GAN size, norm keys, train_a."""
-    config = json.loads((Path(adapter_dir) / CONFIG_FILE).read_text())
-    if _META_KEY not in config:
-        raise ValueError(f"{adapter_dir} is a peft adapter but was not written by wgen")
-    return config[_META_KEY]
+    """wgen's metadata of an adapter: base fingerprint, GAN size, norm keys, train_a."""
+    adapter_dir = Path(adapter_dir)
+    if (adapter_dir / METADATA_FILE).exists():
+        return json.loads((adapter_dir / METADATA_FILE).read_text())
+    config = json.loads((adapter_dir / CONFIG_FILE).read_text())
+    if _OLD_META_KEY not in config:
+        raise ValueError(
+            f"{adapter_dir} is a peft adapter but was not written by wgen (no {METADATA_FILE})"
+        )
+    return config[_OLD_META_KEY]
 
 
 def load_adapter(
@@ -249,21 +268,25 @@ def load_adapter(
 
     ``expected_fingerprint`` is the fingerprint of ``generator``; an adapter made for
     another base is a ``ValueError``. The LoRA is injected from the saved peft config and
-    filled with peft's own loader; trained norms are restored too, and the result is frozen
-    like `add_lora`'s, ready for fine-tuning. Returns ``generator``.
+    filled with peft's own loader; trained norms are restored in place (not wrapped as
+    peft's ``modules_to_save`` would), and the result is frozen like `add_lora`'s, ready for
+    fine-tuning. Reads both adapter layouts (see the module docstring). Returns ``generator``.
     """
     adapter_dir = Path(adapter_dir)
-    config = json.loads((adapter_dir / CONFIG_FILE).read_text())
     meta = read_adapter_metadata(adapter_dir)
     require_same_base(expected_fingerprint, meta["base_fingerprint"], f"adapter {adapter_dir}")
-    del config[_META_KEY]
+    config = json.loads((adapter_dir / CONFIG_FILE).read_text())
+    config.pop(_OLD_META_KEY, None)
+    config["modules_to_save"] = None  # norms stay plain parameters, as add_lora leaves them
     norm_keys = tuple(meta["norm_keys"])
     train_a = meta.get("train_a", True)  # adapters written before the field trained A
     model = _inject(generator, get_peft_config(config), bool(norm_keys), train_a)
     if norm_keys != _trained_norm_keys(model):
         raise ValueError(f"adapter {adapter_dir} trains norms {norm_keys} this generator lacks")
     device = str(next(model.parameters()).device)
-    _load_lora(model, load_peft_weights(str(adapter_dir), device=device))
-    if norm_keys:
-        _load_norms(model, load_file(str(adapter_dir / NORMS_FILE), device=device))
+    weights = load_peft_weights(str(adapter_dir), device=device)
+    state = {key.removeprefix(PEFT_PREFIX): value for key, value in weights.items()}
+    if (adapter_dir / NORMS_FILE).exists():
+        state.update(load_file(str(adapter_dir / NORMS_FILE), device=device))
+    load_trainable_state_dict(model, state)
     return model

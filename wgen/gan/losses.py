@@ -1,4 +1,5 @@
-"""The pix2pix losses and the paired quality metrics, as pure functions on tensors.
+"""The pix2pix losses, as pure functions on tensors (the paired quality metrics, L1 and PSNR
+on uint8 images, are `wgen.gan.metrics`).
 
 pix2pix (Isola et al., 2017) with the vanilla (BCE-with-logits) adversarial loss: the
 discriminator D judges (source, image) pairs patch by patch; the generator G minimises
@@ -52,21 +53,3 @@ def generator_loss(
     l1 = F.l1_loss(fake, target)
     loss = adversarial + lambda_l1 * l1
     return loss, {"g_adv": adversarial.item(), "g_l1": l1.item(), "g_loss": loss.item()}
-
-
-@torch.no_grad()
-def paired_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """Paired quality of generated images against their edited targets, both in [-1, 1].
-
-    ``l1``: mean absolute error on the [-1, 1] scale (the L1 term of the training loss).
-    ``psnr``: dB on the [0, 1] scale, computed per image and averaged over the batch
-    (the usual convention), capped at 100 dB for identical images.
-    """
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape"
-        )
-    pred, target = pred.float(), target.float()
-    mse = ((pred - target) / 2).pow(2).flatten(1).mean(dim=1)  # per image, [0, 1] scale
-    psnr = 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-    return {"l1": (pred - target).abs().mean().item(), "psnr": psnr.mean().item()}

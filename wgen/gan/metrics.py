@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from threadpoolctl import ThreadpoolController
 
 from wgen.core.runtime import torch_threads
+from wgen.data.images import LUMA_BT601, check_images
 
 EXTRACTOR_NAMES = ("auto", "inception", "offline")
 INCEPTION_ENV = "WGEN_INCEPTION_PATH"  # folder holding INCEPTION_FILENAME
@@ -86,30 +87,14 @@ FEATURE_BATCH = 32  # images per forward pass in the feature extractors (bounds 
 # ----------------------------------------------------------------------------- conversions
 
 
-def _check_images(images: np.ndarray, what: str = "images") -> np.ndarray:
-    """Fail early, naming the convention, instead of computing a wrong number."""
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
-        raise TypeError(
-            f"{what}: expected a uint8 numpy array (N, H, W, 3), got {_describe(images)}"
-        )
-    if images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
-        raise ValueError(f"{what}: expected shape (N, H, W, 3) with N >= 1, got {images.shape}")
-    return images
-
-
-def _describe(value: object) -> str:
-    dtype = getattr(value, "dtype", None)
-    return f"{type(value).__name__} of {dtype}" if dtype is not None else type(value).__name__
-
-
 def to_unit(images: np.ndarray) -> np.ndarray:
     """uint8 NHWC images → float64 NHWC on [0, 1], the scale of the paired metrics."""
-    return _check_images(images).astype(np.float64) / 255.0
+    return check_images(images).astype(np.float64) / 255.0
 
 
 def uint8_to_model(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC images → float32 NCHW tensor on [-1, 1], the generators' input convention."""
-    pixels = torch.from_numpy(np.ascontiguousarray(_check_images(images)))
+    pixels = torch.from_numpy(np.ascontiguousarray(check_images(images)))
     return pixels.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
 
 
@@ -128,8 +113,8 @@ def _batches(images: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 
 def _check_pair(pred: np.ndarray, target: np.ndarray) -> None:
-    _check_images(pred, "pred")
-    _check_images(target, "target")
+    check_images(pred, "pred")
+    check_images(target, "target")
     if pred.shape != target.shape:
         raise ValueError(f"pred and target differ in shape: {pred.shape} vs {target.shape}")
 
@@ -212,11 +197,6 @@ class FeatureExtractor(Protocol):
     name: str
 
     def features(self, images: np.ndarray) -> np.ndarray: ...
-
-
-def fid(images_a: np.ndarray, images_b: np.ndarray, extractor: FeatureExtractor) -> float:
-    """Fréchet distance between two image sets under ``extractor`` (FID when it is Inception)."""
-    return frechet_distance(extractor.features(images_a), extractor.features(images_b))
 
 
 @dataclass(frozen=True, eq=False)
@@ -307,7 +287,7 @@ def _conv_features(signed: torch.Tensor, layers: list[_ConvLayer]) -> torch.Tens
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-_LUMA = torch.tensor([0.299, 0.587, 0.114])  # ITU-R BT.601
+_LUMA = torch.tensor(LUMA_BT601)
 
 
 def _histograms(unit: torch.Tensor) -> torch.Tensor:
@@ -385,7 +365,7 @@ class OfflineFeatureExtractor:
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(n, dim) float64 features of uint8 NHWC images (at least 3x3 pixels)."""
-        _check_images(images)
+        check_images(images)
         with _single_threaded():
             chunks = [self._batch_features(batch) for batch in _batches(images, FEATURE_BATCH)]
         return np.concatenate(chunks).astype(np.float64)
@@ -428,7 +408,7 @@ class CleanFidExtractor:
         from cleanfid.fid import get_batch_features
 
         chunks = []
-        for batch in _batches(_check_images(images), FEATURE_BATCH):
+        for batch in _batches(check_images(images), FEATURE_BATCH):
             resized = np.stack([self._resize(image) for image in batch])  # (n, 299, 299, 3) float
             pixels = torch.from_numpy(resized).permute(0, 3, 1, 2)
             chunks.append(get_batch_features(pixels, self.model, self.device))
@@ -520,7 +500,7 @@ def generate_uint8(
         with torch.no_grad():
             outputs = [
                 generator(uint8_to_model(batch).to(device)).cpu()
-                for batch in _batches(_check_images(sources, "sources"), batch_size)
+                for batch in _batches(check_images(sources, "sources"), batch_size)
             ]
     finally:
         generator.train(was_training)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wgen.config import CollectConfig, Config, GANConfig
-from wgen.core.runtime import read_json, torch_threads, write_json
+from wgen.core.runtime import read_json, torch_seed, torch_threads, write_json
 from wgen.data.images import decode_png
 from wgen.gan.convergence import ConvergenceMonitor
 from wgen.gan.lora import (
@@ -35,7 +35,7 @@ from wgen.gan.lora import (
 from wgen.gan.losses import discriminator_loss, generator_loss
 from wgen.gan.metrics import FeatureExtractor, ReferenceStats, evaluate_generator, uint8_to_model
 from wgen.models.gan import build_discriminator, build_generator, fingerprint
-from wgen.weights.format import Manifest, Selection, build_manifest
+from wgen.weights.format import Manifest, Selection, build_manifest, cpu_copy
 
 
 def concept_seed(seed: int, concept_id: str) -> int:
@@ -232,8 +232,10 @@ def train_until_converged(
     for _ in range(k_checkpoints):
         for _ in range(collect.checkpoint_every):
             losses = trainer.step()
-        if not all(math.isfinite(v) for v in losses.values()):
-            return finish("nan", f"non-finite loss at step {trainer.steps} after convergence", None)
+            if not all(math.isfinite(v) for v in losses.values()):  # every step, not the last
+                return finish(
+                    "nan", f"non-finite loss at step {trainer.steps} after convergence", None
+                )
         metrics = record()
         state = snapshot(trainer.generator) if snapshot else {}
         checkpoints.append({"step": trainer.steps, "metrics": metrics, "state": state})
@@ -310,21 +312,21 @@ def train_base(config: Config, pairs: list[ConceptPairs]) -> BaseGAN:
 
     With no concept input it learns the average edit; LoRA then specialises it per concept.
     """
-    torch.manual_seed(config.data.seed)
-    generator = build_generator(config.gan.size, seed=config.data.seed)
-    discriminator = build_discriminator(config.gan.size, seed=config.data.seed + 1)
-    trainer = Pix2PixTrainer(
-        generator, discriminator, config.gan, config.gan.lr, pairs, config.data.seed
-    )
-    start = time.perf_counter()
-    with torch_threads(config.gan.threads):  # the driver's default would oversubscribe
-        for _ in range(config.gan.base_steps):
-            losses = trainer.step()
-    seconds = time.perf_counter() - start
+    with torch_seed(config.data.seed):  # any unseeded draw inside, never the caller's RNG
+        generator = build_generator(config.gan.size, seed=config.data.seed)
+        discriminator = build_discriminator(config.gan.size, seed=config.data.seed + 1)
+        trainer = Pix2PixTrainer(
+            generator, discriminator, config.gan, config.gan.lr, pairs, config.data.seed
+        )
+        start = time.perf_counter()
+        with torch_threads(config.gan.threads):  # the driver's default would oversubscribe
+            for _ in range(config.gan.base_steps):
+                losses = trainer.step()
+        seconds = time.perf_counter() - start
     return BaseGAN(
         size=config.gan.size,
-        generator={k: v.detach().clone() for k, v in generator.state_dict().items()},
-        discriminator={k: v.detach().clone() for k, v in discriminator.state_dict().items()},
+        generator=cpu_copy(generator.state_dict()),
+        discriminator=cpu_copy(discriminator.state_dict()),
         fingerprint=fingerprint(generator, config.gan.size),
         info={
             "steps": config.gan.base_steps,
@@ -366,27 +368,29 @@ def train_lora(
 ) -> TrainingRun:
     """LoRA fine-tuning of one concept from the base (standard init unless `init` is given)."""
     seed = concept_seed(config.data.seed, pairs.concept_id)
-    torch.manual_seed(seed)
-    generator = lora_generator(base, config, init)
-    trainer = Pix2PixTrainer(
-        generator, base.build_discriminator(), config.gan, config.lora.lr, pairs, seed
-    )
-    evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
     k = config.collect.k_checkpoints if k_checkpoints is None else k_checkpoints
-    return train_until_converged(
-        trainer, evaluate, config.collect, k, snapshot=trainable_state_dict
-    )
+    evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
+    # The concept's seed drives every draw without a generator of its own (LoRA A when
+    # lora.init_seed is None): the same concept trains identically in any actor or order.
+    with torch_seed(seed):
+        generator = lora_generator(base, config, init)
+        trainer = Pix2PixTrainer(
+            generator, base.build_discriminator(), config.gan, config.lora.lr, pairs, seed
+        )
+        return train_until_converged(
+            trainer, evaluate, config.collect, k, snapshot=trainable_state_dict
+        )
 
 
 def train_scratch(config: Config, pairs: ConceptPairs, extractor: FeatureExtractor) -> TrainingRun:
     """pix2pix: the whole generator from random init on one concept (the slow baseline)."""
     seed = concept_seed(config.data.seed, pairs.concept_id)
-    torch.manual_seed(seed)
-    generator = build_generator(config.gan.size, seed=seed)
-    discriminator = build_discriminator(config.gan.size, seed=seed + 1)
-    trainer = Pix2PixTrainer(generator, discriminator, config.gan, config.gan.lr, pairs, seed)
     evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
-    return train_until_converged(trainer, evaluate, config.collect)
+    with torch_seed(seed):
+        generator = build_generator(config.gan.size, seed=seed)
+        discriminator = build_discriminator(config.gan.size, seed=seed + 1)
+        trainer = Pix2PixTrainer(generator, discriminator, config.gan, config.gan.lr, pairs, seed)
+        return train_until_converged(trainer, evaluate, config.collect)
 
 
 def parameter_counts(base: BaseGAN, config: Config) -> dict[str, int]:

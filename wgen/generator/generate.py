@@ -2,8 +2,9 @@
 
 `run_generate` needs only the generator folder (`wgen.generator.checkpoint`: it carries its config,
 statistics, manifest and a copy of the base GAN). It embeds the text, denoises all N blocks
-at once (1 direct step or N DDIM steps), writes the adapter, checks that it loads back into
-the base GAN with peft's own loader, and prints how long the generation took.
+at once (1 direct step or N DDIM steps), writes the adapter (a standard peft adapter,
+`wgen.gan.lora`), checks that it loads back into the base GAN, and prints how long the
+generation took. torch's thread count is the caller's again afterwards.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from wgen.core.runtime import print0
+from wgen.core.runtime import print0, torch_threads
 from wgen.gan.lora import load_adapter
 from wgen.gan.training import BaseGAN
 from wgen.generator.checkpoint import WeightGenerator
@@ -37,16 +36,17 @@ def run_generate(
     text = check_concept_text(concept_text)  # before seconds of loading
     start = time.perf_counter()
     generator = WeightGenerator.load(Path(generator_dir))
-    torch.set_num_threads(generator.config.generate.threads)
     base = generator.base
     if base_dir is not None:
         base = BaseGAN.load(Path(base_dir))
         generator.check_base(base.fingerprint)
-    generator.encoder  # noqa: B018 - load τ now, so the generation time below is the generation
-    load_seconds = time.perf_counter() - start
-    gen = generator.generate_config(steps, seed)
-    path, seconds = generator.write_adapter(text, Path(out_dir), gen.steps, gen.seed)
-    load_adapter(base.build_generator(), path, base.fingerprint)  # peft can read what we wrote
+    # the caller's thread count comes back afterwards (a notebook, the demo's next stage)
+    with torch_threads(generator.config.generate.threads):
+        generator.encoder  # noqa: B018 - load τ now, so the time below is the generation
+        load_seconds = time.perf_counter() - start
+        gen = generator.generate_config(steps, seed)
+        path, seconds = generator.write_adapter(text, Path(out_dir), gen.steps, gen.seed)
+        load_adapter(base.build_generator(), path, base.fingerprint)  # it loads back
     method = "1 direct step" if gen.steps == 1 else f"{gen.steps} DDIM steps"
     print0(
         f"generate: LoRA for {text!r} in {seconds * 1000:.1f} ms ({method} over all "

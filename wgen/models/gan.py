@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wgen.core.runtime import torch_seed
+
 # atanh(±(1 - 1e-3)) = ±3.8: the identity path is exact to 1e-3 and its logits stay finite.
 _LOGIT_EPS = 1e-3
 
@@ -302,8 +304,7 @@ def _seeded(build, seed: int | None):
     """Run ``build()`` under ``seed`` without disturbing the caller's global RNG."""
     if seed is None:
         return build()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with torch_seed(seed):
         return build()
 
 

@@ -206,6 +206,15 @@ def build_manifest(
     return Manifest(groups, fingerprint, _common_dtype(state_dict, keys), selection)
 
 
+def cpu_copy(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies of a state dict's tensors (never views of the model).
+
+    What a snapshot, a checkpoint or a safetensors file needs: later training does not change
+    it, safetensors accepts it (it refuses views), and it does not hold accelerator memory.
+    """
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state_dict.items()}
+
+
 def require_same_base(expected: str, found: str, what: str) -> None:
     """Refuse weights made for another base model, naming both fingerprints."""
     if expected != found:

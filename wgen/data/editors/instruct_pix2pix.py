@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from wgen.data.images import check_images
+
 # What ``save_pretrained`` writes for this pipeline; the checkpoints hold the weights.
 EXPECTED_CONTENTS = "model_index.json plus unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
 
@@ -95,8 +97,7 @@ class InstructPix2PixEditor:
     def __call__(self, images: np.ndarray, texts: list[str]) -> np.ndarray:
         import torch
 
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(f"expected uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        check_images(images, allow_empty=True)
         if len(texts) != len(images):
             raise ValueError(f"got {len(images)} images but {len(texts)} texts; need one per image")
         height, width = images.shape[1:3]

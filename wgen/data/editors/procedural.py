@@ -29,6 +29,7 @@ from wgen.data.concepts import (
     template_words,
     tokenize,
 )
+from wgen.data.images import LUMA_BT601, check_images
 
 # ---------------------------------------------------------------------------------------
 # Parsing
@@ -162,7 +163,7 @@ def describe_vocabulary() -> str:
 # Effects: float32 (N, H, W, 3) in [0, 255], strength s in (0, 1] → same shape
 # ---------------------------------------------------------------------------------------
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_LUMA = np.array(LUMA_BT601, dtype=np.float32)
 _SEPIA = np.array(
     [[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], dtype=np.float32
 )
@@ -379,20 +380,13 @@ EFFECTS: dict[str, Effect] = {
 }
 
 
-def _check_images(images: np.ndarray) -> None:
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(
-            f"expected a uint8 batch of shape (N, H, W, 3), got {images.dtype} {images.shape}"
-        )
-
-
 def apply_edits(images: np.ndarray, edits: Iterable[tuple[str, float]]) -> np.ndarray:
     """Apply an edit program to a uint8 (N, H, W, 3) batch, in order; returns a new uint8 batch.
 
     Values are clipped to [0, 255] after every edit, as if each edit produced an image, so a
     later edit never sees out-of-range colours from an earlier one.
     """
-    _check_images(images)
+    check_images(images, allow_empty=True)
     x = images.astype(np.float32)
     for name, strength in edits:
         if name not in EFFECTS:
@@ -415,7 +409,7 @@ class ProceduralEditor:
         return self._programs[text]
 
     def __call__(self, images: np.ndarray, texts: list[str]) -> np.ndarray:
-        _check_images(images)
+        check_images(images, allow_empty=True)
         if len(texts) != len(images):
             raise ValueError(
                 f"got {len(images)} images but {len(texts)} texts; need one text per image"

@@ -1,0 +1,157 @@
+"""The GAN training loop without Ray: stopping rule, checkpoints, failures, determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from wgen.config import CollectConfig, load_config
+from wgen.core.runtime import torch_threads
+from wgen.gan.metrics import build_feature_extractor
+from wgen.gan.training import ConceptPairs, train_base, train_lora, train_until_converged
+from wgen.models.gan import GAN_SIZES
+
+
+class CountingTrainer:
+    """The loop's view of a trainer: a step counter, a generator, one loss dict a step."""
+
+    def __init__(self, loss_at=lambda step: 1.0):
+        self.steps, self.loss_at = 0, loss_at
+        self.generator = torch.nn.Identity()
+
+    def step(self) -> dict[str, float]:
+        self.steps += 1
+        return {"g_loss": self.loss_at(self.steps)}
+
+
+def scripted(l1_at):
+    """An evaluator whose l1 is a function of the trainer's step."""
+    trainer_holder = {}
+
+    def evaluate(generator):
+        return {"l1": l1_at(trainer_holder["trainer"].steps), "psnr": 0.0, "fd": 0.0}
+
+    return trainer_holder, evaluate
+
+
+def run(l1_at, loss_at=lambda step: 1.0, k=2, **collect):
+    fields = dict(
+        eval_every=5, patience=2, tolerance=0.05, smooth=1, max_steps=40, checkpoint_every=3
+    )
+    trainer = CountingTrainer(loss_at)
+    holder, evaluate = scripted(l1_at)
+    holder["trainer"] = trainer
+    snapshots = []
+
+    def snapshot(generator):
+        snapshots.append(trainer.steps)
+        return {"step": torch.tensor(trainer.steps)}
+
+    config = CollectConfig(**{**fields, **collect})
+    return train_until_converged(trainer, evaluate, config, k, snapshot=snapshot), snapshots
+
+
+def test_converges_after_patience_evaluations_without_progress_then_takes_k_checkpoints():
+    # improves until step 10, flat after: evaluations 15 and 20 make no progress
+    result, snapshots = run(lambda step: 1.0 / (1 + min(step, 10)))
+    assert result.status == "converged" and result.converged and result.reason == ""
+    assert result.converged_step == 20
+    assert [h["step"] for h in result.history] == [0, 5, 10, 15, 20, 23, 26]  # step 0 first
+    assert [c["step"] for c in result.checkpoints] == snapshots == [23, 26]
+    assert [int(c["state"]["step"]) for c in result.checkpoints] == [23, 26]
+    assert all(c["metrics"]["l1"] == pytest.approx(1 / 11) for c in result.checkpoints)
+
+
+def test_a_metric_still_improving_at_the_budget_is_not_converged():
+    result, snapshots = run(lambda step: 1.0 / (1 + step), max_steps=20)
+    assert result.status == "not_converged" and not result.converged
+    assert "collect.max_steps=20" in result.reason
+    assert result.converged_step is None and result.checkpoints == [] and snapshots == []
+    assert result.history[-1]["step"] == 20
+
+
+@pytest.mark.parametrize("bad_step", [7, 22])
+def test_a_non_finite_loss_stops_the_run(bad_step):
+    # step 22 lies after convergence (step 20), among the checkpoint steps
+    loss_at = lambda step: float("nan") if step == bad_step else 1.0  # noqa: E731
+    result, _ = run(lambda step: 1.0 / (1 + min(step, 10)), loss_at)
+    assert result.status == "nan" and result.converged_step is None
+    assert f"non-finite loss at step {bad_step}" in result.reason
+    assert ("after convergence" in result.reason) == (bad_step > 20)
+
+
+# ---------------------------------------------------------------------------------------
+# The real loop on the tiny GAN: deterministic per concept, the caller's RNG untouched
+# ---------------------------------------------------------------------------------------
+
+
+def tiny_pairs(concept_id: str = "c0001", n: int = 10) -> ConceptPairs:
+    side = GAN_SIZES["tiny"].image_size
+    rng = np.random.default_rng(0)
+    sources = rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+    targets = 255 - sources  # an "invert" edit
+    return ConceptPairs(
+        concept_id, "invert", "train", sources[:-4], targets[:-4], sources[-4:], targets[-4:]
+    )
+
+
+def tiny_config(**lora):
+    config = load_config("tiny")
+    # converge at the first evaluation without progress: 2 checkpoints after ~10 steps
+    config.collect = dataclasses.replace(
+        config.collect, eval_every=5, patience=1, tolerance=0.99, max_steps=20, checkpoint_every=2
+    )
+    config.lora = dataclasses.replace(config.lora, **lora)
+    config.gan = dataclasses.replace(config.gan, base_steps=2)
+    return config
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, as the collect actors train (more spin-wait on a busy 2-core CPU)."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return build_feature_extractor("offline")
+
+
+@pytest.fixture(scope="module")
+def base():
+    return train_base(tiny_config(), [tiny_pairs()])
+
+
+def test_train_base_is_seeded_without_touching_the_global_rng():
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    first = train_base(tiny_config(), [tiny_pairs()])
+    assert torch.equal(torch.rand(4), expected)
+    second = train_base(tiny_config(), [tiny_pairs()])
+    assert first.fingerprint == second.fingerprint
+
+
+@pytest.mark.parametrize("init_seed", [0, None])  # None: LoRA A drawn from the concept's seed
+def test_train_lora_is_deterministic_per_concept_and_leaves_the_global_rng(
+    base, extractor, init_seed
+):
+    config = tiny_config(init_seed=init_seed)
+    torch.manual_seed(11)
+    expected = torch.rand(4)
+    torch.manual_seed(11)
+    first = train_lora(base, config, tiny_pairs("c0001"), extractor)
+    assert torch.equal(torch.rand(4), expected)  # the caller's draws are unchanged
+    torch.manual_seed(99)  # another caller state must not matter
+    second = train_lora(base, config, tiny_pairs("c0001"), extractor)
+    other = train_lora(base, config, tiny_pairs("c0002"), extractor)
+
+    assert first.converged and len(first.checkpoints) == config.collect.k_checkpoints
+    assert [h["l1"] for h in first.history] == [h["l1"] for h in second.history]
+    for a, b, c in zip(first.checkpoints, second.checkpoints, other.checkpoints, strict=True):
+        assert all(torch.equal(a["state"][key], b["state"][key]) for key in a["state"])
+        assert any(not torch.equal(a["state"][key], c["state"][key]) for key in a["state"])

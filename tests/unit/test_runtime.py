@@ -1,0 +1,40 @@
+"""Process-level helpers leave the process as they found it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ray.data import DataContext
+
+from wgen.core.runtime import scoped_data_context, torch_threads
+
+
+def test_scoped_data_context_restores_the_fields_it_changed():
+    context = DataContext.get_current()
+    bars, batch = context.enable_progress_bars, context.target_max_block_size
+    with scoped_data_context(enable_progress_bars=not bars, target_max_block_size=1234) as inner:
+        assert inner is DataContext.get_current()
+        assert inner.enable_progress_bars is (not bars)
+        assert inner.target_max_block_size == 1234
+    assert context.enable_progress_bars is bars
+    assert context.target_max_block_size == batch
+
+
+def test_scoped_data_context_restores_after_an_error_and_refuses_unknown_fields():
+    context = DataContext.get_current()
+    bars = context.enable_progress_bars
+    with pytest.raises(RuntimeError), scoped_data_context(enable_progress_bars=not bars):
+        raise RuntimeError("stage failed")
+    assert context.enable_progress_bars is bars
+    with pytest.raises(AttributeError, match="no_such_field"):
+        with scoped_data_context(no_such_field=1):
+            pass
+    assert not hasattr(context, "no_such_field")
+
+
+def test_torch_threads_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise RuntimeError("generation failed")
+    assert torch.get_num_threads() == before
