@@ -153,6 +153,22 @@ def generate(
 
 
 @app.command()
+def pdiff(
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+    out: OutOption = Path("runs/demo"),
+    force: ForceOption = False,
+) -> None:
+    """p-diff: a classifier zoo on Ray, a parameter autoencoder + latent DDPM (Ray Train), the
+    memorisation analysis; write <out>/pdiff/report.md, results.json, scatter.png."""
+    from wgen.pdiff.stage import run_pdiff
+
+    config = resolve_config(preset, set_, out, "pdiff")
+    with exits_on(ValueError, FileNotFoundError):
+        run_pdiff(config, out, force=force)
+
+
+@app.command()
 def demo(
     out: OutOption = Path("runs/demo"),
     preset: PresetOption = "demo",

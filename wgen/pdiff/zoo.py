@@ -75,7 +75,9 @@ def derived_seed(seed: int, *keys: int) -> int:
 
 def check_setting(setting: str) -> None:
     if setting not in SETTINGS:
-        raise PdiffError(f"unknown p-diff setting {setting!r} in pdiff.settings; valid: {list(SETTINGS)}")
+        raise PdiffError(
+            f"unknown p-diff setting {setting!r} in pdiff.settings; valid: {list(SETTINGS)}"
+        )
 
 
 def build_model(cfg: PdiffConfig, setting: str, data: ImageData, seed: int | None) -> nn.Module:
@@ -112,9 +114,7 @@ def base_fingerprint(model: nn.Module, selection: Selection) -> str:
     digest = hashlib.sha256()
     state = model.state_dict()
     digest.update(
-        json.dumps(
-            [type(model).__name__, [[k, list(t.shape)] for k, t in state.items()]]
-        ).encode()
+        json.dumps([type(model).__name__, [[k, list(t.shape)] for k, t in state.items()]]).encode()
     )
     for key, tensor in state.items():
         if not (key in parameters(model) and selection.matches(key)):
@@ -330,7 +330,9 @@ def _zoo_task(config_dict: dict, out: str, setting: str, shard: Shard) -> dict[s
 
 def missing_shards(out: Path, setting: str, cfg: PdiffConfig) -> list[Shard]:
     store = WeightStore(out, zoo_folder(setting))
-    return [s for s in plan_shards(cfg, setting) if not (store.folder / f"{s.name}.parquet").exists()]
+    return [
+        s for s in plan_shards(cfg, setting) if not (store.folder / f"{s.name}.parquet").exists()
+    ]
 
 
 def run_zoo(config: Config, out: Path, setting: str) -> dict[str, Any]:
@@ -340,7 +342,9 @@ def run_zoo(config: Config, out: Path, setting: str) -> dict[str, Any]:
     start = time.perf_counter()
     todo = missing_shards(out, setting, config.pdiff)
     total = len(plan_shards(config.pdiff, setting))
-    print0(f"pdiff: {setting} zoo: {total - len(todo)}/{total} shards on disk, training {len(todo)}")
+    print0(
+        f"pdiff: {setting} zoo: {total - len(todo)}/{total} shards on disk, training {len(todo)}"
+    )
     if todo:
         init_ray()
         task = ray.remote(num_cpus=config.pdiff.task_cpus, max_retries=0)(_zoo_task)
@@ -373,7 +377,9 @@ class Zoo:
     manifest: Manifest
     base_state: dict[str, torch.Tensor]
 
-    def model(self, cfg: PdiffConfig, setting: str, data: ImageData, vector: np.ndarray) -> nn.Module:
+    def model(
+        self, cfg: PdiffConfig, setting: str, data: ImageData, vector: np.ndarray
+    ) -> nn.Module:
         """The base classifier with ``vector`` loaded into its selected parameters."""
         model = build_model(cfg, setting, data, seed=None)
         model.load_state_dict(self.base_state)
@@ -387,7 +393,10 @@ def read_zoo(out: Path, setting: str) -> Zoo:
     frame = frame.sort_values(["concept_id", "checkpoint"], kind="stable").reset_index(drop=True)
     columns = [group_column(g) for g in range(len(manifest.groups))]
     vectors = np.stack(
-        [np.concatenate([np.asarray(row[c], np.float32) for c in columns]) for _, row in frame.iterrows()]
+        [
+            np.concatenate([np.asarray(row[c], np.float32) for c in columns])
+            for _, row in frame.iterrows()
+        ]
     )
     base = load_file(str(store.folder / BASE_FILE))
     return Zoo(frame.drop(columns=columns), vectors, manifest, base)
