@@ -263,8 +263,9 @@ def run_pdiff(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     for setting in cfg.settings:
         with torch_threads(cfg.threads):
             results["settings"][setting] = run_setting(config, out, setting, data)
-    results["total_s"] = time.perf_counter() - start
-    write_report(results, folder)
+        results["total_s"] = time.perf_counter() - start
+        # after every setting, so a long run that is stopped still leaves what it measured
+        write_report(results, folder)
     print0(f"pdiff: report → {folder / 'report.md'} ({results['total_s']:.0f} s)")
     return results
 
