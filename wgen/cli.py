@@ -330,6 +330,27 @@ def generate(
 
 
 @app.command()
+def pdiff(
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+    out: OutOption = Path("runs/demo"),
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """p-diff: a classifier zoo on Ray, a parameter autoencoder + latent DDPM (Ray Train), the
+    memorisation analysis; write <out>/pdiff/report.md, results.json, scatter.png."""
+    from wgen.core.runfolder import check_out_folder, run_lock
+    from wgen.pdiff.stage import run_pdiff
+
+    with reported():
+        set_verbose(verbose)
+        config = resolve_config(preset, list(set_ or []), "pdiff")
+        check_out_folder(out)
+        with run_lock(out):
+            run_pdiff(config, out, force=force)
+
+
+@app.command()
 def apply(
     adapter: Annotated[
         Path, typer.Option("--adapter", help="adapter folder (from wgen generate / wgen demo)")

@@ -232,6 +232,64 @@ class TuneConfig:
 
 
 @dataclass
+class PdiffConfig:
+    """p-diff (Wang et al. 2024): a classifier zoo on Ray, a parameter autoencoder and a latent
+    DDPM trained with Ray Train, sampling, and the memorisation analysis (Zeng et al. 2025)."""
+
+    settings: list[str] = field(
+        default_factory=lambda: ["convnet", "mlp"]
+    )  # zoos to build: "convnet" (last two norms of a ConvNet-3) and/or "mlp" (whole MLP-3)
+    dataset_dir: str | None = (
+        None  # torchvision-style folder (one sub-folder per class); None = scikit-learn's digits
+    )
+    image_size: int = 8  # side images from dataset_dir are resized to (digits are 8x8), pixels
+    heldout_fraction: float = 0.3  # share of the images held out: never trained on, only scored
+    seed: int = 0  # seeds the split, every zoo model, the autoencoder, the DDPM and the sampling
+    checkpoints: int = 200  # models in each zoo (p-diff: 200)
+    batch_size: int = 64  # images per classifier training step
+    convnet_width: int = 16  # channels of the ConvNet-3's first conv (then 2x, 2x)
+    convnet_epochs: int = 20  # epochs of whole-network training from scratch
+    convnet_lr: float = 3e-3  # Adam learning rate of whole-network training
+    convnet_select: list[str] = field(
+        default_factory=lambda: [r"^norm2\.", r"^norm3\."]
+    )  # regexes on parameter names: what the zoo varies (p-diff: the last two norm layers)
+    norm_epochs: int = 2  # epochs of training only the selected parameters; the last one is
+    # cut into `checkpoints` steps with a checkpoint after each (p-diff's protocol)
+    norm_lr: float = 1e-3  # Adam learning rate of that phase
+    mlp_hidden: int = 32  # width of the MLP-3's two hidden layers
+    mlp_epochs: int = 20  # epochs of whole-model training for every seed
+    mlp_lr: float = 3e-3  # Adam learning rate of the MLP-3
+    mlp_select: list[str] = field(default_factory=lambda: [".*"])  # the whole model
+    zoo_tasks: int = 8  # Ray tasks (one Parquet file each) the MLP seeds are split over
+    task_cpus: float = 1.0  # logical CPUs per zoo task
+    token: int = 16  # values per token: the standardised vector is folded into (token, P/token)
+    ae_channels: list[int] = field(default_factory=lambda: [64, 64, 64, 64])  # p-diff: 4 layers
+    ae_downsample: int = 2  # how many of those layers halve the length (the rest keep it)
+    latent_channels: int = 4  # channels of the latent z
+    input_noise: float = 0.001  # σ of ξ_V, noise on the standardised input parameters
+    latent_noise: float = 0.1  # σ of ξ_Z, noise on the latent (p-diff v1 code: 0.5)
+    ae_epochs: int = 300  # autoencoder epochs over the zoo
+    ae_lr: float = 1e-3  # AdamW learning rate of the autoencoder
+    ddpm_channels: int = 64  # channels of the latent denoiser's ResBlocks
+    ddpm_blocks: int = 4  # ResBlocks of the latent denoiser
+    ddpm_epochs: int = 600  # DDPM epochs over the zoo's latents
+    ddpm_lr: float = 1e-3  # AdamW learning rate of the DDPM
+    train_batch: int = 50  # zoo rows per autoencoder / DDPM step (global; divides by workers)
+    train_timesteps: int = 1000  # T of the latent DDPM schedule
+    beta_schedule: str = "linear"  # diffusers beta schedule name
+    sample_steps: int = 100  # DDIM steps when sampling latents
+    samples: int = 100  # models generated (and drawn for every baseline) per setting
+    noise_scales: list[float] = field(
+        default_factory=lambda: [0.05, 0.2]
+    )  # σ of the noise added to originals, in units of each tensor's std over the zoo
+    average_of: int = 16  # checkpoints averaged into one model of the averaging baseline
+    report_every: int = 50  # epochs between Ray Train reports (each costs a checkpoint)
+    workers: int = 1  # Ray Train workers (data-parallel over zoo rows)
+    cpus_per_worker: float = 1.0  # logical CPUs per Ray Train worker
+    threads: int = 1  # torch threads per process (zoo task, Ray Train worker, driver)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     gan: GANConfig = field(default_factory=GANConfig)
@@ -241,6 +299,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    pdiff: PdiffConfig = field(default_factory=PdiffConfig)
     preset: str = "demo"  # the preset these values started from (for the record)
 
     def to_dict(self) -> dict[str, Any]:
@@ -281,6 +340,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "train": TrainConfig,
     "generate": GenerateConfig,
     "tune": TuneConfig,
+    "pdiff": PdiffConfig,
 }
 
 # Presets are overlays on the defaults above. `demo` is the defaults themselves.
@@ -322,6 +382,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.func_concepts": 2,
         "generate.single_step_t": 50,
         "tune.space": {"denoiser.block_size": [16, 32], "denoiser.index_dim": [8, 16]},
+        "pdiff.settings": ["convnet", "mlp"],
+        "pdiff.checkpoints": 8,
+        "pdiff.convnet_width": 4,
+        "pdiff.convnet_epochs": 2,
+        "pdiff.mlp_hidden": 8,
+        "pdiff.mlp_epochs": 2,
+        "pdiff.zoo_tasks": 2,
+        "pdiff.task_cpus": 0.5,
+        "pdiff.ae_channels": [16, 16],
+        "pdiff.ae_downsample": 1,
+        "pdiff.ae_epochs": 30,
+        "pdiff.ddpm_channels": 16,
+        "pdiff.ddpm_blocks": 1,
+        "pdiff.ddpm_epochs": 10,
+        "pdiff.train_batch": 4,
+        "pdiff.train_timesteps": 100,
+        "pdiff.sample_steps": 5,
+        "pdiff.samples": 6,
+        "pdiff.average_of": 4,
+        "pdiff.report_every": 10,
+        "pdiff.cpus_per_worker": 0.5,
     },
     # bench: the headline benchmark, more pairs per concept so held-out training can converge.
     "bench": {
@@ -741,4 +822,5 @@ def validate_stage(config: Config, stage: str) -> None:
     the first problem is a `ConfigError` naming the key and what would be right."""
     stages = STAGES if stage == "demo" else (stage,)
     for name in stages:
-        _VALIDATORS[name](config)
+        # tune and pdiff check their own sections (tune.space, pdiff.*) where they start
+        _VALIDATORS.get(name, lambda _config: None)(config)

@@ -253,7 +253,9 @@ def best_overrides(path: Path) -> tuple[str, list[str]]:
     found = next((p for p in candidates if p.exists()), None)
     if found is None:
         raise InputFileError(
-            path / TUNE_DIR / BEST_FILE, "does not exist", f"run `wgen tune --out {path}` to the end first"
+            path / TUNE_DIR / BEST_FILE,
+            "does not exist",
+            f"run `wgen tune --out {path}` to the end first",
         )
     best = read_json(found)
     if not isinstance(best, dict) or not {"preset", "overrides", "params"} <= set(best):

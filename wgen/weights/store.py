@@ -54,8 +54,9 @@ def group_column(index: int) -> str:
 class WeightStore:
     """Reads and writes ``<out>/weights/``."""
 
-    def __init__(self, out: str | Path):
-        self.folder = Path(out) / WEIGHTS_DIR
+    def __init__(self, out: str | Path, folder: str = WEIGHTS_DIR):
+        # ``folder``: another weight dataset in the same format (p-diff's zoo: "pdiff/mlp/zoo")
+        self.folder = Path(out) / folder
         self.status_dir = self.folder / "_status"
         self.attempts_dir = self.folder / "_attempts"
 
