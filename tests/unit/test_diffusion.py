@@ -151,11 +151,11 @@ def test_guidance_with_a_real_denoiser_and_shared_text() -> None:
     with torch.no_grad():
         model.null_text.normal_()
     x = torch.randn(5, 1, B_SIZE)
-    t, n, text = torch.full((5,), 30), torch.arange(5), torch.randn(1, TEXT_DIM)
+    t, n, text = torch.full((5,), 30), torch.arange(5), torch.randn(1, 4, TEXT_DIM)  # tokens
     with torch.no_grad():
         guided = guided_prediction(model, x, t, n, text, guidance=1.5)
         conditional = model(x, t, n, text)
-        null = model(x, t, n, model.null_text[None])
+        null = model(x, t, n, torch.zeros_like(text))  # zeros = the learned null tokens
     torch.testing.assert_close(guided, 2.5 * conditional - 1.5 * null, atol=1e-5, rtol=1e-5)
 
 
@@ -186,7 +186,7 @@ def test_loss_goes_down_when_fitting_a_tiny_denoiser(one_thread: None) -> None:
     model = build_denoiser(cfg, TEXT_DIM)
     x0 = clean_blocks(4, seed=3).repeat(8, 1, 1)  # 32 samples of 4 distinct blocks
     n = torch.arange(4).repeat(8)
-    text = torch.randn(4, TEXT_DIM).repeat(8, 1)
+    text = torch.randn(4, 3, TEXT_DIM).repeat(8, 1, 1)  # token states of 4 texts
     mask = torch.ones_like(x0, dtype=torch.bool)
     mask[:, :, -3:] = False  # the last values are padding: never fitted, never scored
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wgen.core.plots import plt, save_figure
+from wgen.core.plots import new_figure, save_figure
 
 
 def scatter_methods(settings: dict[str, dict[str, dict[str, list[float]]]], path: Path) -> Path:
     """``settings[setting][method]`` = {"heldout_acc": [...], "max_similarity": [...]}."""
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 5), squeeze=False)
+    fig = new_figure((6.5 * len(settings), 5))
+    axes = fig.subplots(1, len(settings), squeeze=False)
     for ax, (setting, methods) in zip(axes[0], settings.items(), strict=True):
         for method, points in methods.items():
             marker = "*" if method == "p-diff" else "o"
