@@ -103,7 +103,12 @@ def tiny_config(**lora):
     # converge at the first evaluation better than the start: no progress counts
     # (min_delta = 1 on L1 in [0, 1]), so 2 checkpoints follow after ~5-10 steps
     config.collect = dataclasses.replace(
-        config.collect, eval_every=5, patience=1, tolerance=0.0, min_delta=1.0, max_steps=20,
+        config.collect,
+        eval_every=5,
+        patience=1,
+        tolerance=0.0,
+        min_delta=1.0,
+        max_steps=20,
         checkpoint_every=2,
     )
     config.lora = dataclasses.replace(config.lora, **lora)
