@@ -93,7 +93,7 @@ def run_stage_command(
     retry: bool = False,
     verbose: bool = False,
 ) -> None:
-    """What ``wgen pairs | collect | train | demo`` share: validate before Ray starts, check
+    """What ``wgen pairs | collect | train | tune | pdiff | demo`` share: validate before Ray starts, check
     the run folder, hold its lock, run."""
     from wgen.core.runfolder import check_out_folder, run_lock
     from wgen.pipeline import run_demo, run_stage
@@ -105,6 +105,14 @@ def run_stage_command(
         with run_lock(out):
             if stage == "demo":
                 run_demo(config, out, force=force, overrides=overrides)
+            elif stage == "tune":
+                from wgen.tune.search import run_tune
+
+                run_tune(config, out, overrides=overrides, force=force)
+            elif stage == "pdiff":
+                from wgen.pdiff.stage import run_pdiff
+
+                run_pdiff(config, out, force=force)
             else:
                 run_stage(stage, config, out, force=force, retry=retry, overrides=overrides)
 
@@ -211,15 +219,7 @@ def tune(
 ) -> None:
     """Search tune.space (b, d, lr, ...) with Ray Tune + ASHA on <out>/weights; write <out>/tune/.
     Run it again to resume an interrupted search."""
-    from wgen.core.runfolder import check_out_folder, run_lock
-    from wgen.tune.search import run_tune
-
-    with reported():
-        set_verbose(verbose)
-        config = resolve_config(preset, list(set_ or []), "tune")
-        check_out_folder(out)
-        with run_lock(out):
-            run_tune(config, out, overrides=list(set_ or []), force=force)
+    run_stage_command("tune", preset, list(set_ or []), out, force=force, verbose=verbose)
 
 
 @app.command()
@@ -339,15 +339,7 @@ def pdiff(
 ) -> None:
     """p-diff: a classifier zoo on Ray, a parameter autoencoder + latent DDPM (Ray Train), the
     memorisation analysis; write <out>/pdiff/report.md, results.json, scatter.png."""
-    from wgen.core.runfolder import check_out_folder, run_lock
-    from wgen.pdiff.stage import run_pdiff
-
-    with reported():
-        set_verbose(verbose)
-        config = resolve_config(preset, list(set_ or []), "pdiff")
-        check_out_folder(out)
-        with run_lock(out):
-            run_pdiff(config, out, force=force)
+    run_stage_command("pdiff", preset, list(set_ or []), out, force=force, verbose=verbose)
 
 
 @app.command()
