@@ -13,7 +13,7 @@ from wgen.config import load_config
 from wgen.pdiff.stage import run_pdiff
 from wgen.pdiff.zoo import read_zoo, run_zoo, zoo_folder
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_zoo_collection_resumes_after_an_interruption_without_duplicates(ray_local, tmp_path):

@@ -29,7 +29,7 @@ from wgen.tune.trial import read_trial_events
 from wgen.weights.store import WeightStore
 
 # The first test also builds the weights and runs the search (module fixture).
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 # Six concepts (4 train, 2 val) that converge; two epochs, the score after each, so ASHA
