@@ -91,7 +91,7 @@ def test_train_exports_a_generator_that_rebuilds_itself(trained):
     run_dir = trained / "ray_results" / run_name(tiny())
     checkpoints = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
     assert checkpoints and (checkpoints[-1] / "optimizer.safetensors").exists()
-    assert (trained / "text" / "minilm.parquet").exists(), "embeddings are cached"
+    assert (trained / "text" / "minilm.tokens.parquet").exists(), "token states are cached"
 
 
 def test_a_rerun_resumes_from_the_latest_checkpoint_and_a_finished_run_is_skipped(trained):
