@@ -138,6 +138,9 @@ class DenoiserConfig:
     # How τ(T) enters: "tokens" = cross-attention over the encoder's token states with their
     # padding mask (the paper's way); "pooled" = one sentence vector projected to a few tokens.
     text: str = "tokens"
+    # Also add the pooled text tokens to the t/n embedding (Imagen, SDXL), so the text
+    # modulates every ResBlock; False = the text enters through cross-attention only.
+    text_in_emb: bool = False
     cond_drop: float = 0.0  # probability of replacing the text by the null embedding (guidance)
     center: bool = (
         True  # model each weight minus its mean over the training checkpoints (False = raw)

@@ -14,10 +14,26 @@ from wgen.models.denoiser import DENOISER_SIZES, Denoiser, build_denoiser, sin_e
 TEXT_DIM = 24
 
 
-def tiny(block_size: int = 32, seed: int = 0, extra_cond: bool = False) -> Denoiser:
+def tiny(
+    block_size: int = 32, seed: int = 0, extra_cond: bool = False, text_in_emb: bool = False
+) -> Denoiser:
+    """A tiny denoiser as if trained: its zero-initialised output layer is given random
+    weights, so every input can show in the output."""
     torch.manual_seed(seed)
-    cfg = DenoiserConfig(size="tiny", block_size=block_size, index_dim=16)
-    return build_denoiser(cfg, TEXT_DIM, extra_cond=extra_cond).eval()
+    cfg = DenoiserConfig(size="tiny", block_size=block_size, index_dim=16, text_in_emb=text_in_emb)
+    model = build_denoiser(cfg, TEXT_DIM, extra_cond=extra_cond).eval()
+    with torch.no_grad():
+        model.conv_out.weight.normal_(std=0.3)
+        model.conv_out.bias.normal_(std=0.3)
+    return model
+
+
+def test_an_untrained_denoiser_outputs_zero_the_centre_of_the_weights() -> None:
+    # x0 prediction then starts at the mean training checkpoint (ADM's zero-initialised output)
+    torch.manual_seed(0)
+    model = build_denoiser(DenoiserConfig(size="tiny", index_dim=16), TEXT_DIM)
+    x, t, n, text = inputs(3, 32)
+    assert torch.count_nonzero(model(x, t, n, text)) == 0
 
 
 def inputs(batch: int, block_size: int, seed: int = 1) -> tuple[torch.Tensor, ...]:
@@ -77,8 +93,9 @@ def test_fixed_seed_gives_identical_models_and_outputs() -> None:
     assert not torch.allclose(tiny(seed=4)(x, t, n, text), a(x, t, n, text))
 
 
-def test_block_index_timestep_and_text_change_the_output() -> None:
-    model = tiny()
+@pytest.mark.parametrize("text_in_emb", [False, True])
+def test_block_index_timestep_and_text_change_the_output(text_in_emb: bool) -> None:
+    model = tiny(text_in_emb=text_in_emb)
     x, t, n, text = inputs(4, 32)
     base = model(x, t, n, text)
     assert not torch.allclose(model(x, t, n + 7, text), base, atol=1e-5)
@@ -152,6 +169,7 @@ def test_pooled_view_takes_one_vector_per_text() -> None:
     torch.manual_seed(0)
     cfg = DenoiserConfig(size="tiny", block_size=32, index_dim=16, text="pooled")
     model = build_denoiser(cfg, TEXT_DIM).eval()
+    torch.nn.init.normal_(model.conv_out.weight)  # as if trained (it starts at zero)
     x, t, n, _ = inputs(3, 32)
     pooled = torch.randn(3, TEXT_DIM)
     out = model(x, t, n, pooled)
@@ -166,3 +184,17 @@ def test_text_rows_equal_repeated_texts() -> None:
     x, t, n, text = inputs(6, 32)
     rows = torch.tensor([0, 0, 1, 1, 1, 0])
     torch.testing.assert_close(model(x, t, n, text[:2], text_rows=rows), model(x, t, n, text[rows]))
+
+
+def test_pooled_text_in_the_embedding_reads_only_the_real_tokens() -> None:
+    # the masked mean ignores padding: extra zero rows leave the output unchanged
+    model = tiny(text_in_emb=True)
+    x, t, n, text = inputs(2, 32)
+    longer = torch.cat((text, torch.zeros(2, 3, TEXT_DIM)), dim=1)
+    torch.testing.assert_close(model(x, t, n, longer), model(x, t, n, text))
+    with torch.no_grad():
+        off = tiny(text_in_emb=False)
+        off.load_state_dict(
+            {k: v for k, v in model.state_dict().items() if not k.startswith("text_mlp.")}
+        )
+    assert not torch.allclose(off(x, t, n, text), model(x, t, n, text), atol=1e-5)

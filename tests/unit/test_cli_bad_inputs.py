@@ -18,6 +18,7 @@ from wgen.config import load_config
 from wgen.core.runfolder import LOCK_FILE, stage_record
 from wgen.core.runtime import SUCCESS_FILE, write_json
 from wgen.gan.metrics import INCEPTION_ENV
+from wgen.generator.checkpoint import FORMAT_VERSION
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -52,7 +53,7 @@ def fake_generator(folder: Path) -> Path:
     folder.mkdir(parents=True)
     load_config("tiny").save(folder / "config.yaml")
     save_file({"w": torch.zeros(64)}, str(folder / "denoiser.safetensors"))
-    write_json(folder / "generator.json", {"format_version": 1})
+    write_json(folder / "generator.json", {"format_version": FORMAT_VERSION})
     return folder
 
 
@@ -312,6 +313,7 @@ def test_missing_generator_folder_says_which_command_makes_it(tmp_path):
         ("generator.json", lambda p: p.write_text('{"format_version": ')),
         ("config.yaml", lambda p: p.write_text("data: [unclosed\n")),
         ("config.yaml", lambda p: p.write_text("data:\n  seeed: 1\n")),
+        ("generator.json", lambda p: write_json(p, {"format_version": 1})),  # an older wgen's
     ],
     ids=[
         "truncated safetensors",
@@ -319,6 +321,7 @@ def test_missing_generator_folder_says_which_command_makes_it(tmp_path):
         "broken json",
         "broken yaml",
         "unknown key in config",
+        "older format",
     ],
 )
 def test_a_damaged_generator_file_is_named(tmp_path, name, damage):

@@ -122,8 +122,11 @@ def print0(*args: Any, **kwargs: Any) -> None:
             return
     except Exception:  # noqa: BLE001 - outside a Ray Train worker there is no context
         pass
-    print(*args, **kwargs)
-    sys.stdout.flush()
+    # Write, not print: inside a Ray Train worker `print` is patched to log AND tee to the
+    # worker's redirected stdout, so every line reached the driver twice.
+    stream = kwargs.get("file") or sys.stdout
+    stream.write(kwargs.get("sep", " ").join(map(str, args)) + kwargs.get("end", "\n"))
+    stream.flush()
 
 
 @contextmanager

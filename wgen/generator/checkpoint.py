@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wgen.config import Config, GenerateConfig
+from wgen.core.errors import InputFileError
 from wgen.core.runtime import atomic_dir, read_json, write_json
 from wgen.gan.lora import CONFIG_FILE, save_adapter
 from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
@@ -257,13 +258,17 @@ class WeightGenerator:
     def load(cls, folder: Path) -> WeightGenerator:
         """Rebuild a generator from its folder; a missing file is a `GeneratorFolderError`."""
         folder = Path(folder)
-        check_generator_folder(folder)
+        if not (folder / INFO_FILE).is_file():
+            check_generator_folder(folder)  # names everything that is missing
+        # The version before the other files: an older folder may lack files this one needs.
         meta = read_json(folder / INFO_FILE)
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{folder / INFO_FILE}: generator format {meta.get('format_version')}, "
-                f"this wgen reads {FORMAT_VERSION}"
+            raise InputFileError(
+                folder / INFO_FILE,
+                f"generator format {meta.get('format_version')}, this wgen reads {FORMAT_VERSION}",
+                "train it again with this version (wgen train --out RUN --force)",
             )
+        check_generator_folder(folder)
         config = Config.load(folder / CONFIG_YAML)
         denoiser = build_denoiser(config.denoiser, meta["text_dim"])
         denoiser.load_state_dict(load_file(str(folder / DENOISER_FILE)))

@@ -442,8 +442,10 @@ def save_checkpoint(
     write_json(folder / TRAIN_STATE_FILE, dataclasses.asdict(state))
 
 
-def _format_metrics(metrics: dict[str, float], epochs: int) -> str:
+def _format_metrics(metrics: dict[str, float], epochs: int, eta_s: float | None = None) -> str:
     text = f"train: epoch {metrics['epoch']}/{epochs}"
+    if eta_s is not None:
+        text += f" ({eta_s / 60:.1f} min left)"
     if "train_loss" in metrics:
         text += f" loss {metrics['train_loss']:.4f} · {metrics['blocks_per_s']:,.0f} blocks/s"
     if "concept_diff_loss" in metrics:
@@ -510,7 +512,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     concepts_per_step = max(1, train.func_concepts // train.workers)
     block_mask = torch.as_tensor(data.layout.mask(), device=device)
 
-    for epoch in range(state.epoch + 1, train.epochs + 1):
+    first_epoch, loop_start = state.epoch + 1, time.perf_counter()
+    for epoch in range(first_epoch, train.epochs + 1):
         seed = config.data.seed * 100_003 + epoch * 1_009 + rank
         metrics: dict[str, float] = {"epoch": epoch}
         if train.block_pass:
@@ -547,7 +550,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 generator.info.update(epoch=epoch, metrics=metrics, history=state.history)
                 save_checkpoint(Path(tmp), generator, optimizer, state)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                print0(_format_metrics(metrics, train.epochs))
+                # ETA from this run's own epochs (resumed ones took unknown time)
+                per_epoch = (time.perf_counter() - loop_start) / (epoch - first_epoch + 1)
+                print0(_format_metrics(metrics, train.epochs, per_epoch * (train.epochs - epoch)))
             ray.train.report(metrics, checkpoint=checkpoint)
         progress.write("epoch", epoch=epoch)
 

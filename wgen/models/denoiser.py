@@ -253,6 +253,7 @@ class Denoiser(nn.Module):
         index_dim: int,
         extra_cond: bool = False,
         text_view: str = "tokens",
+        text_in_emb: bool = False,
     ) -> None:
         super().__init__()
         if text_view not in ("tokens", "pooled"):
@@ -282,6 +283,16 @@ class Denoiser(nn.Module):
                 nn.Linear(text_dim, size.emb_dim * size.text_tokens), Activation()
             )
         self.text_norm = nn.LayerNorm(size.emb_dim)
+        # Pooled text in the embedding (Imagen, SDXL): the mean of the context tokens joins
+        # t and n, so the text modulates every ResBlock and not only the attention layers.
+        self.text_mlp = (
+            nn.Sequential(
+                nn.Linear(size.emb_dim, size.emb_dim), Activation(),
+                nn.Linear(size.emb_dim, size.emb_dim),
+            )
+            if text_in_emb
+            else None
+        )  # fmt: skip
 
         def has_attention(level: int) -> bool:
             return level >= levels - size.attn_levels
@@ -305,12 +316,24 @@ class Denoiser(nn.Module):
                 self.upsample.append(nn.Conv1d(ch, channels[level - 1], 3, padding=1))
         self.norm_out = _group_norm(channels[0], size.groups)
         self.conv_out = nn.Conv1d(channels[0], size.patch, kernel_size=3, padding=1)
+        # Zero output at init (ADM's zero_module): an x0-predicting denoiser then starts at
+        # the centre, i.e. the mean training checkpoint, the strongest text-free guess, and
+        # the function-space term only moves it where the GAN's output improves (as `hyper`).
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
 
     def embed(
-        self, t: torch.Tensor, n: torch.Tensor, extra_cond: torch.Tensor | None
+        self,
+        t: torch.Tensor,
+        n: torch.Tensor,
+        extra_cond: torch.Tensor | None,
+        pooled_text: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """act(emb), emb = MLP(SinEnc(t)) + MLP(SinEnc(n, d)) [+ MLP(SinEnc(w·scale))]: (B, emb_dim)."""
+        """act(emb), emb = MLP(SinEnc(t)) + MLP(SinEnc(n, d)) [+ MLP(SinEnc(w·scale))]
+        [+ MLP(pooled text)]: (B, emb_dim)."""
         emb = self.time_mlp(t) + self.index_mlp(n)
+        if pooled_text is not None:
+            emb = emb + pooled_text
         if extra_cond is not None:
             if self.extra_mlp is None:
                 raise ValueError("extra_cond given, but this denoiser was built without one")
@@ -324,6 +347,15 @@ class Denoiser(nn.Module):
             return self.text_norm(self.text_proj(text))
         tokens = self.text_proj(text).view(text.shape[0], self.size.text_tokens, -1)
         return self.text_norm(tokens)
+
+    def _pooled_text(self, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """MLP(mean of the attended context tokens): (B or 1, emb_dim), or None when off."""
+        if self.text_mlp is None:
+            return None
+        if mask is None:
+            return self.text_mlp(context.mean(dim=1))
+        weight = mask.to(context.dtype)[:, :, None]
+        return self.text_mlp((context * weight).sum(1) / weight.sum(1).clamp_min(1.0))
 
     def text_context(
         self,
@@ -394,8 +426,10 @@ class Denoiser(nn.Module):
         """
         batch, _, block_size = x.shape
         # 1. Conditions: one embedding for the ResBlocks, text tokens for cross-attention.
-        emb = self.embed(t.to(x.device).expand(batch), n.to(x.device), extra_cond)
         context = self.text_context(text.to(x.device), drop_text, text_rows)
+        emb = self.embed(
+            t.to(x.device).expand(batch), n.to(x.device), extra_cond, self._pooled_text(*context)
+        )
         # 2. Pad the length to a multiple of 2^(levels−1) so every halving is exact.
         pad = -block_size % self.length_multiple
         h = self.conv_in(F.pad(x, (0, pad)))
@@ -447,5 +481,10 @@ def build_denoiser(cfg: DenoiserConfig, text_dim: int, extra_cond: bool = False)
     if cfg.size not in DENOISER_SIZES:
         raise ValueError(f"unknown denoiser size {cfg.size!r}; valid: {sorted(DENOISER_SIZES)}")
     return Denoiser(
-        DENOISER_SIZES[cfg.size], text_dim, cfg.index_dim, extra_cond=extra_cond, text_view=cfg.text
+        DENOISER_SIZES[cfg.size],
+        text_dim,
+        cfg.index_dim,
+        extra_cond=extra_cond,
+        text_view=cfg.text,
+        text_in_emb=cfg.text_in_emb,
     )
