@@ -269,3 +269,14 @@ def test_evaluate_generator_rejects_a_reference_from_another_extractor(
     reference = metrics.ReferenceStats.from_images(images, other)
     with pytest.raises(ValueError, match="stand-in"):
         metrics.evaluate_generator(nn.Identity(), images, images, offline, reference)
+
+
+def test_inception_weights_are_never_taken_from_the_temp_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    # TorchScript is code and /tmp is writable by anyone: only $WGEN_INCEPTION_PATH or
+    # wgen's cache in the user's own folder are looked at.
+    monkeypatch.delenv(metrics.INCEPTION_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = metrics.inception_search_paths()
+    assert paths == [tmp_path / "cache" / "wgen" / metrics.INCEPTION_FILENAME]

@@ -18,7 +18,9 @@ d² = ‖μ_a − μ_b‖² + Tr(Σ_a + Σ_b − 2·(Σ_a·Σ_b)^½). Two featur
 * ``"inception"``: clean-fid's Inception-v3 (TorchScript ``inception-2015-12-05.pt``) with
   clean-fid's "clean" resizing (PIL bicubic on float pixels to 299x299), i.e. FID as clean-fid
   reports it. Only from a local file: the folder named by ``$WGEN_INCEPTION_PATH``, else
-  clean-fid's own cache (``/tmp``; ``./`` on Windows). Nothing is downloaded.
+  wgen's cache folder (``$XDG_CACHE_HOME/wgen``, by default ``~/.cache/wgen``). Never from
+  clean-fid's own cache in the system temp folder: TorchScript is code, and ``/tmp`` is
+  writable by every user of the machine. Nothing is downloaded.
 * ``"offline"``: a fixed extractor that needs no download (documented below).
 * ``"auto"``: ``"inception"`` when its weights are present locally, else ``"offline"``. The
   extractor's ``name`` says which one was used, so reports can state it.
@@ -54,7 +56,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import platform
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -415,19 +416,20 @@ class CleanFidExtractor:
         return np.concatenate(chunks).astype(np.float64)
 
 
-def _cleanfid_cache_dir() -> Path:
-    """Where clean-fid itself keeps (and would download) the weights: see its ``features.py``."""
-    return Path("./" if platform.system() == "Windows" else "/tmp")
+def wgen_cache_dir() -> Path:
+    """wgen's own cache folder, ``$XDG_CACHE_HOME/wgen`` (default ``~/.cache/wgen``): a folder
+    of the user's, unlike clean-fid's cache in the world-writable temp folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "wgen"
 
 
 def inception_search_paths() -> list[Path]:
-    """Where the Inception weights are looked for: ``$WGEN_INCEPTION_PATH``, else clean-fid's cache.
+    """Where the Inception weights are looked for: ``$WGEN_INCEPTION_PATH``, else wgen's cache.
 
     An explicit ``$WGEN_INCEPTION_PATH`` is the only place looked at when it is set, so a
     deliberate choice is never silently replaced by some other file.
     """
     folder = os.environ.get(INCEPTION_ENV)
-    return [(Path(folder).expanduser() if folder else _cleanfid_cache_dir()) / INCEPTION_FILENAME]
+    return [(Path(folder).expanduser() if folder else wgen_cache_dir()) / INCEPTION_FILENAME]
 
 
 def inception_weights_path() -> Path | None:
@@ -442,8 +444,8 @@ def _missing_inception_message() -> str:
     return (
         f"Inception weights for the Fréchet distance not found (looked at: {looked}). "
         f"Download {inception_url} on a machine with internet, put it in a folder and set "
-        f"{INCEPTION_ENV}=<that folder> (or, with it unset, copy it into clean-fid's cache: "
-        f"{_cleanfid_cache_dir() / INCEPTION_FILENAME}); "
+        f"{INCEPTION_ENV}=<that folder> (or, with it unset, copy it into wgen's cache: "
+        f"{wgen_cache_dir() / INCEPTION_FILENAME}); "
         "or use the feature extractor 'offline' (or 'auto', which falls back to it)."
     )
 
