@@ -158,6 +158,7 @@ class TrainConfig:
     batch_size: int = 256  # global batch of blocks; must divide by `workers`
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
+    seed: int = 0  # seeds the denoiser's init and every training draw (not the data)
     text_encoder: str = "minilm"  # "minilm" (offline, packaged) or a CLIP folder / hub name
     quality_every: int = (
         10  # epochs between GAN-quality evaluations of generated LoRA (0 = only at the end)

@@ -56,3 +56,11 @@ def test_config_yaml_with_unknown_key_is_rejected(tmp_path):
     path.write_text("collect:\n  actorz: 2\n")
     with pytest.raises(ConfigError, match="collect.actorz"):
         Config.load(path)
+
+
+def test_a_generator_seed_is_another_run_and_epochs_continue_the_same_one() -> None:
+    from wgen.generator.fit import run_name
+
+    base = load_config("tiny")
+    assert run_name(load_config("tiny", ["train.seed=1"])) != run_name(base)
+    assert run_name(load_config("tiny", ["train.epochs=99"])) == run_name(base)

@@ -94,6 +94,7 @@ def run_name(config: Config) -> str:
             "func_t": config.train.func_t,
             "single_step_t": config.generate.single_step_t,
         },
+        "seed": config.train.seed,  # another seed is another model, not a resume
     }
     digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:10]
     return f"generator-{digest}"
@@ -474,7 +475,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     out = Path(loop_config["out"])
 
     with torch.random.fork_rng():  # every rank builds the same initial weights
-        torch.manual_seed(config.data.seed)
+        torch.manual_seed(train.seed)
         model = build_denoiser(config.denoiser, data.text_dim)
     if config.denoiser.cond_drop == 0.0:
         # Never dropped, the null text gets no gradient, which DDP would wait for forever.
@@ -514,7 +515,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     first_epoch, loop_start = state.epoch + 1, time.perf_counter()
     for epoch in range(first_epoch, train.epochs + 1):
-        seed = config.data.seed * 100_003 + epoch * 1_009 + rank
+        seed = train.seed * 100_003 + epoch * 1_009 + rank
         metrics: dict[str, float] = {"epoch": epoch}
         if train.block_pass:
             metrics.update(
@@ -532,7 +533,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 )
             )  # fmt: skip
         metrics["val_loss"] = (
-            validation_loss(model, diffusion, val_shard, texts, batch, config.data.seed + rank)
+            validation_loss(model, diffusion, val_shard, texts, batch, train.seed + rank)
             if val_shard is not None
             else math.nan
         )
