@@ -101,6 +101,9 @@ def run_stage_command(
     with reported():
         set_verbose(verbose)
         config = resolve_config(preset, overrides, stage)
+        # Resolved once, here: every actor, task and Ray Train worker gets this absolute path,
+        # never one relative to its own working directory (a job's is a temporary copy).
+        out = out.expanduser().resolve()
         check_out_folder(out)
         with run_lock(out):
             if stage == "demo":
@@ -113,6 +116,10 @@ def run_stage_command(
                 from wgen.pdiff.stage import run_pdiff
 
                 run_pdiff(config, out, force=force)
+            elif stage == "bench":
+                from wgen.bench.stage import run_bench
+
+                run_bench(config, out, force=force, overrides=overrides)
             else:
                 run_stage(stage, config, out, force=force, retry=retry, overrides=overrides)
 
@@ -232,6 +239,50 @@ def demo(
 ) -> None:
     """The whole pipeline on the embedded offline default: pairs → weights → generator → a new concept."""
     run_stage_command("demo", preset, list(set_ or []), out, force=force, verbose=verbose)
+
+
+@app.command()
+def bench(
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+    out: OutOption = Path("runs/demo"),
+    concepts: Annotated[
+        Path | None,
+        typer.Option(
+            "--concepts",
+            help="file with one held-out concept text per line (default: the preset's held-out "
+            "concepts); a training concept's text is flagged and left out",
+        ),
+    ] = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            "--methods",
+            help="comma-separated methods (default: all): scratch, lora-zero, mean, nearest, "
+            "knn, ridge, hyper, nearest-edit, wgen-1, wgen-ddim",
+        ),
+    ] = None,
+    generator: Annotated[
+        Path | None,
+        typer.Option(
+            "--generator", help="generator folder for wgen-1/wgen-ddim (default: OUT/generator)"
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="discard finished bench runs and start anew")
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Fine-tune held-out concepts from every method's initial weights on a Ray actor pool;
+    write <out>/bench/results.json, report.md and plots. Re-run to resume."""
+    overrides = list(set_ or [])
+    if concepts is not None:
+        overrides.append(f"bench.concepts_file={concepts}")
+    if methods is not None:
+        overrides.append(f"bench.methods={methods}")
+    if generator is not None:
+        overrides.append(f"bench.generator_dir={generator}")
+    run_stage_command("bench", preset, overrides, out, force=force, verbose=verbose)
 
 
 # ---------------------------------------------------------------------------------------

@@ -294,6 +294,50 @@ class PdiffConfig:
 
 
 @dataclass
+class BenchConfig:
+    """`wgen bench`: fine-tuning held-out concepts from every method's initial weights."""
+
+    # method names from wgen.bench.methods.METHODS, in report order; lora-zero is always run
+    # (its converged quality is every method's common target)
+    methods: list[str] = field(
+        default_factory=lambda: [
+            "scratch",
+            "lora-zero",
+            "mean",
+            "nearest",
+            "knn",
+            "ridge",
+            "hyper",
+            "nearest-edit",
+            "wgen-1",
+            "wgen-ddim",
+        ]
+    )
+    concepts_file: str | None = None  # one held-out concept text per line; None = the preset's
+    generator_dir: str | None = None  # trained generator folder; None = <out>/generator
+    max_concepts: int | None = 8  # held-out concepts benchmarked (first by id); None = all
+    seeds: int = 2  # fine-tuning seeds per (concept, method); wgen's noise seed follows it
+    # The convergence rule of the bench (the collection's tolerance and min_delta): evaluation
+    # every few steps so small step counts resolve; the floor is patience x eval_every steps.
+    eval_every: int = 5  # steps between paired-L1 evaluations on the held-back pairs
+    patience: int = 8  # evaluations without progress = converged (floor: 40 steps)
+    smooth: int = 3  # evaluations averaged for the rule and for every reported quality
+    max_steps: int = 1500  # budget per run before it is recorded as not converged
+    budgets: list[int] = field(
+        default_factory=lambda: [0, 10, 25, 50, 100]
+    )  # steps at which the quality is reported (multiples of eval_every)
+    auc_steps: int = 100  # area under the quality-vs-steps curve over steps 0..auc_steps
+    grid_step: int = 25  # the small budget shown in the image grid (a multiple of eval_every)
+    ddim_steps: int = 10  # DDIM steps of the wgen-ddim method
+    knn_k: int = 5  # neighbours averaged by the knn method
+    ridge_alpha: float = 1.0  # ridge regression's L2 penalty
+    hyper_epochs: int = 20  # epochs of the hyper baseline's function-space training
+    paraphrases: int = 16  # wordings per training concept the text baselines are fitted on
+    actors: int = 2  # Ray actors, one concept (all its methods and seeds) at a time each
+    cpus_per_actor: float = 1.0  # logical CPUs per actor
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     gan: GANConfig = field(default_factory=GANConfig)
@@ -304,6 +348,7 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     pdiff: PdiffConfig = field(default_factory=PdiffConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     preset: str = "demo"  # the preset these values started from (for the record)
 
     def to_dict(self) -> dict[str, Any]:
@@ -345,6 +390,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "generate": GenerateConfig,
     "tune": TuneConfig,
     "pdiff": PdiffConfig,
+    "bench": BenchConfig,
 }
 
 # Presets are overlays on the defaults above. `demo` is the defaults themselves.
@@ -407,6 +453,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pdiff.average_of": 4,
         "pdiff.report_every": 10,
         "pdiff.cpus_per_worker": 0.5,
+        "bench.max_concepts": 2,
+        "bench.seeds": 1,
+        "bench.eval_every": 5,
+        "bench.patience": 2,
+        "bench.smooth": 1,
+        "bench.max_steps": 40,
+        "bench.budgets": [0, 5, 10],
+        "bench.auc_steps": 10,
+        "bench.grid_step": 5,
+        "bench.ddim_steps": 2,
+        "bench.hyper_epochs": 1,
+        "bench.paraphrases": 2,
+        "bench.cpus_per_actor": 0.5,
     },
     # bench: the headline benchmark, more pairs per concept so held-out training can converge.
     "bench": {
@@ -694,6 +753,17 @@ def validate_collect(config: Config) -> None:
         f"gan.size={gan.size} halves the image {int(math.log2(factor))} times: "
         f"use a multiple of {factor}",
     )
+    # The paper-sized GAN (the cluster preset's) is built for its own crop size: its widths,
+    # depth and bottleneck attention assume 256 px, and on smaller crops it is a slow, badly
+    # sized model; larger ones make the attention's cost grow with the square of the tokens.
+    made_for = GAN_SIZES[gan.size].image_size
+    _need(
+        gan.size != "cluster" or data.image_size == made_for,
+        "data.image_size",
+        data.image_size,
+        f"gan.size=cluster is the paper-sized GAN built for {made_for} px crops: set "
+        f"data.image_size={made_for}, or a smaller gan.size (demo: 32 px, tiny: 16 px)",
+    )
     _at_least(gan, "batch_size", 1)
     _positive(gan, "lr")
     _at_least(gan, "lambda_l1", 0)
@@ -813,18 +883,67 @@ def validate_generate(config: Config) -> None:
     _at_least(gen, "threads", 1)
 
 
+def validate_bench(config: Config) -> None:
+    """The benchmark's methods, rule, budgets and pool; the run-folder checks (concept texts,
+    generator, weights) are `wgen.bench.stage.prepare_bench`'s, also before Ray starts."""
+    from wgen.bench.methods import METHODS
+
+    bench = config.bench
+    unknown = [m for m in bench.methods if m not in METHODS]
+    _need(
+        not unknown,
+        "bench.methods",
+        ",".join(bench.methods),
+        f"unknown {unknown}; valid: {', '.join(METHODS)}",
+    )
+    _need(
+        bool(bench.methods),
+        "bench.methods",
+        bench.methods,
+        f"name at least one of {', '.join(METHODS)}",
+    )
+    if bench.max_concepts is not None:
+        _at_least(bench, "max_concepts", 1, "or none for every held-out concept")
+    for name in ("seeds", "eval_every", "patience", "smooth", "ddim_steps", "knn_k", "actors"):
+        _at_least(bench, name, 1)
+    for name in ("hyper_epochs", "paraphrases", "ridge_alpha"):
+        _at_least(bench, name, 0)
+    _positive(bench, "cpus_per_actor", "logical CPUs per actor; fractions are fine")
+    _need(
+        bench.max_steps >= bench.eval_every,
+        "bench.max_steps",
+        bench.max_steps,
+        f"must be at least bench.eval_every={bench.eval_every}",
+    )
+    for name in ("budgets", "auc_steps", "grid_step"):
+        value = getattr(bench, name)
+        for step in value if isinstance(value, list) else [value]:
+            _need(
+                step >= 0 and step % bench.eval_every == 0,
+                f"bench.{name}",
+                value,
+                f"steps must be multiples of bench.eval_every={bench.eval_every} (they are read "
+                "off the evaluations)",
+            )
+
+
 _VALIDATORS = {
     "pairs": validate_pairs,
     "collect": validate_collect,
     "train": validate_train,
     "generate": validate_generate,
+    "bench": lambda config: (
+        validate_collect(config),
+        validate_generate(config),
+        validate_bench(config),
+    ),
 }
 
 
 def validate_stage(config: Config, stage: str) -> None:
     """Check every value ``stage`` (and the stages it runs first, for ``demo``) will use;
     the first problem is a `ConfigError` naming the key and what would be right."""
-    stages = STAGES if stage == "demo" else (stage,)
+    stages = (*STAGES, "bench") if stage == "demo" else (stage,)
     for name in stages:
         # tune and pdiff check their own sections (tune.space, pdiff.*) where they start
         _VALIDATORS.get(name, lambda _config: None)(config)

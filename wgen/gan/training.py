@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wgen.config import CollectConfig, Config, GANConfig
+from wgen.core.devices import current_device, precision_for
 from wgen.core.runtime import read_json, torch_seed, torch_threads, write_json
 from wgen.data.images import decode_png
 from wgen.gan.convergence import ConvergenceMonitor
@@ -115,7 +116,9 @@ class Pix2PixTrainer:
     """One pix2pix optimisation: D step on (real, fake) pairs, then G step on adv + λ·L1.
 
     Only the generator's parameters with ``requires_grad`` are optimised, so the same class
-    trains a whole generator (base, scratch) or only its LoRA (+ norms).
+    trains a whole generator (base, scratch) or only its LoRA (+ norms). It trains on the
+    generator's device (put both networks there first) with mixed precision where that device
+    supports it (`wgen.core.devices`: bf16/fp16 autocast on CUDA, plain fp32 on the CPU).
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class Pix2PixTrainer:
         self.targets = uint8_to_model(np.concatenate([p.train_targets for p in pair_list])).to(
             device
         )
+        self.precision = precision_for(device)
         self.rng = np.random.default_rng(seed)
         self.steps = 0
 
@@ -154,17 +158,15 @@ class Pix2PixTrainer:
             replace=len(self.sources) < self.gan.batch_size,
         )
         source, target = self.sources[batch], self.targets[batch]
-        fake = self.generator(source)
-        d_loss, d_parts = discriminator_loss(self.discriminator, source, target, fake)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.d_optimizer.step()
-        g_loss, g_parts = generator_loss(
-            self.discriminator, source, target, fake, self.gan.lambda_l1
-        )
-        self.g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.g_optimizer.step()
+        with self.precision.autocast():
+            fake = self.generator(source)
+            d_loss, d_parts = discriminator_loss(self.discriminator, source, target, fake)
+        self.precision.step(d_loss, self.d_optimizer)
+        with self.precision.autocast():
+            g_loss, g_parts = generator_loss(
+                self.discriminator, source, target, fake, self.gan.lambda_l1
+            )
+        self.precision.step(g_loss, self.g_optimizer)
         self.steps += 1
         return {**d_parts, **g_parts}
 
@@ -175,7 +177,9 @@ class TrainingRun:
 
     status: str  # "converged" | "not_converged" | "nan"
     reason: str  # human-readable cause for anything but "converged"
-    history: list[dict[str, float]]  # {"step", "seconds", "l1", "psnr", "fd"} per evaluation
+    # {"step", "seconds", "train_seconds", "l1", "psnr", "fd"} per evaluation; train_seconds
+    # leaves the evaluations' own time out (the benchmark's time-to-converge)
+    history: list[dict[str, float]]
     converged_step: int | None
     checkpoints: list[dict[str, Any]]  # {"step", "metrics", "state"} after convergence
     seconds: float
@@ -195,17 +199,32 @@ def train_until_converged(
 ) -> TrainingRun:
     """Train, evaluating every `eval_every` steps, until `metric` stops improving; then take
     `k_checkpoints` snapshots `checkpoint_every` steps apart (the paper's K post-convergence
-    checkpoints). Step 0 is evaluated too, so every curve starts at the initialisation."""
+    checkpoints). Step 0 is evaluated too, so every curve starts at the initialisation.
+
+    `evaluate` is any callable generator → metrics (the benchmark passes a cheap paired-L1
+    one); each history entry carries the seconds since the start with and without the time
+    spent evaluating."""
     monitor = ConvergenceMonitor(
         collect.patience, collect.tolerance, collect.smooth, collect.min_delta
     )
     history: list[dict[str, float]] = []
     checkpoints: list[dict[str, Any]] = []
     start = time.perf_counter()
+    evaluating = [0.0]  # seconds spent inside `evaluate` so far
 
     def record() -> dict[str, float]:
+        before = time.perf_counter()
         metrics = evaluate(trainer.generator)
-        history.append({"step": trainer.steps, "seconds": time.perf_counter() - start, **metrics})
+        now = time.perf_counter()
+        evaluating[0] += now - before
+        history.append(
+            {
+                "step": trainer.steps,
+                "seconds": now - start,
+                "train_seconds": now - start - evaluating[0],
+                **metrics,
+            }
+        )
         return metrics
 
     def finish(status: str, reason: str, converged_step: int | None) -> TrainingRun:
@@ -311,10 +330,13 @@ def train_base(config: Config, pairs: list[ConceptPairs]) -> BaseGAN:
     """Train the whole generator on a mixture of training concepts for `gan.base_steps` steps.
 
     With no concept input it learns the average edit; LoRA then specialises it per concept.
+    Runs on `current_device()` (the GPU of the Ray task `wgen.collect.stage` starts it in, if
+    it has one); the models are built on the CPU first, so a seed gives the same init anywhere.
     """
+    device = current_device()
     with torch_seed(config.data.seed):  # any unseeded draw inside, never the caller's RNG
-        generator = build_generator(config.gan.size, seed=config.data.seed)
-        discriminator = build_discriminator(config.gan.size, seed=config.data.seed + 1)
+        generator = build_generator(config.gan.size, seed=config.data.seed).to(device)
+        discriminator = build_discriminator(config.gan.size, seed=config.data.seed + 1).to(device)
         trainer = Pix2PixTrainer(
             generator, discriminator, config.gan, config.gan.lr, pairs, config.data.seed
         )
@@ -332,6 +354,7 @@ def train_base(config: Config, pairs: list[ConceptPairs]) -> BaseGAN:
             "steps": config.gan.base_steps,
             "concepts": [p.concept_id for p in pairs],
             "seconds": round(seconds, 2),
+            "device": str(device),
             "final_losses": losses if config.gan.base_steps else {},
         },
     )
@@ -358,6 +381,12 @@ def weight_manifest(base: BaseGAN, config: Config) -> Manifest:
     return build_manifest(trainable_state_dict(model), Selection(), base.fingerprint)
 
 
+def cpu_trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """`trainable_state_dict` as CPU tensors: a checkpoint taken on a GPU holds no GPU memory
+    and flattens to NumPy like one taken on the CPU."""
+    return cpu_copy(trainable_state_dict(model))
+
+
 def train_lora(
     base: BaseGAN,
     config: Config,
@@ -365,30 +394,50 @@ def train_lora(
     extractor: FeatureExtractor,
     init: dict[str, torch.Tensor] | None = None,
     k_checkpoints: int | None = None,
+    seed: int | None = None,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> TrainingRun:
-    """LoRA fine-tuning of one concept from the base (standard init unless `init` is given)."""
-    seed = concept_seed(config.data.seed, pairs.concept_id)
+    """LoRA fine-tuning of one concept from the base (standard init unless `init` is given).
+
+    `seed` defaults to the concept's own; `evaluate` to the full `Evaluator` (L1, PSNR, FD)."""
+    seed = concept_seed(config.data.seed, pairs.concept_id) if seed is None else seed
     k = config.collect.k_checkpoints if k_checkpoints is None else k_checkpoints
-    evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
+    if evaluate is None:
+        evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
     # The concept's seed drives every draw without a generator of its own (LoRA A when
     # lora.init_seed is None): the same concept trains identically in any actor or order.
+    device = current_device()  # the actor's GPU on a cluster, else the CPU
     with torch_seed(seed):
-        generator = lora_generator(base, config, init)
+        generator = lora_generator(base, config, init).to(device)
         trainer = Pix2PixTrainer(
-            generator, base.build_discriminator(), config.gan, config.lora.lr, pairs, seed
+            generator,
+            base.build_discriminator().to(device),
+            config.gan,
+            config.lora.lr,
+            pairs,
+            seed,
         )
         return train_until_converged(
-            trainer, evaluate, config.collect, k, snapshot=trainable_state_dict
+            trainer, evaluate, config.collect, k, snapshot=cpu_trainable_state_dict
         )
 
 
-def train_scratch(config: Config, pairs: ConceptPairs, extractor: FeatureExtractor) -> TrainingRun:
-    """pix2pix: the whole generator from random init on one concept (the slow baseline)."""
-    seed = concept_seed(config.data.seed, pairs.concept_id)
-    evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
+def train_scratch(
+    config: Config,
+    pairs: ConceptPairs,
+    extractor: FeatureExtractor,
+    seed: int | None = None,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+) -> TrainingRun:
+    """pix2pix: the whole generator from random init on one concept (the slow baseline).
+    `seed` and `evaluate` as in `train_lora`."""
+    seed = concept_seed(config.data.seed, pairs.concept_id) if seed is None else seed
+    if evaluate is None:
+        evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
+    device = current_device()
     with torch_seed(seed):
-        generator = build_generator(config.gan.size, seed=seed)
-        discriminator = build_discriminator(config.gan.size, seed=seed + 1)
+        generator = build_generator(config.gan.size, seed=seed).to(device)
+        discriminator = build_discriminator(config.gan.size, seed=seed + 1).to(device)
         trainer = Pix2PixTrainer(generator, discriminator, config.gan, config.gan.lr, pairs, seed)
         return train_until_converged(trainer, evaluate, config.collect)
 

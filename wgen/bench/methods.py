@@ -1,0 +1,311 @@
+"""The benchmark's methods: each one is "the initial weights for a concept" (+ the seconds it
+took to make them), fine-tuned afterwards by the one training loop (`wgen.gan.training`).
+
+    scratch       pix2pix: the whole generator from its own init (no base, no LoRA)
+    lora-zero     base + LoRA at peft's standard init (B = 0): E2GAN-style
+    mean          the mean of all training checkpoints
+    nearest       the training concept nearest by text embedding (its closest wording)
+    knn           text-similarity-weighted mean of the k nearest training concepts
+    ridge         a linear map text embedding → weights fitted on the training checkpoints
+    hyper         a small MLP text → weights trained with the function-space loss
+    nearest-edit  the training concept with the closest edit program: an ORACLE no text
+                  model sees, reported apart
+    wgen-1        the weight generator, one direct denoising step (`WeightGenerator.generate`)
+    wgen-ddim     the same, `bench.ddim_steps` DDIM steps
+
+The text baselines are fitted on exactly what the generator saw: every training concept's
+mean checkpoint and every wording of its text (own text + grammar paraphrases). Later
+issues add guided and distilled generators as more entries of `METHODS`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wgen.config import Config
+from wgen.data.concepts import Concept, paraphrases
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
+from wgen.gan.training import BaseGAN, concept_pairs
+from wgen.generator.baselines import (
+    Hyper,
+    Ridge,
+    TrainingSet,
+    hyper_prediction,
+    knn_prediction,
+    mean_prediction,
+    nearest_prediction,
+    train_hyper,
+)
+from wgen.generator.dataset import row_vectors
+from wgen.generator.funcspace import FunctionSpaceLoss
+from wgen.generator.textcache import cached_embeddings, read_text_cache, text_cache_path
+from wgen.weights.blocks import BlockLayout
+from wgen.weights.codec import BlockCodec
+from wgen.weights.format import Manifest, flatten, unflatten
+from wgen.weights.store import WeightStore
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way of starting a concept's fine-tuning."""
+
+    name: str
+    what: str  # one line for the report
+    oracle: bool = False  # sees something no text model sees: reported apart
+    predicted: bool = False  # a LoRA predicted from the training checkpoints: novelty applies
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("scratch", "pix2pix: the whole generator from its own init"),
+        Method("lora-zero", "base + LoRA at the standard init (B = 0), E2GAN-style"),
+        Method("mean", "mean of all training checkpoints", predicted=True),
+        Method("nearest", "training concept nearest by text embedding", predicted=True),
+        Method(
+            "knn", "similarity-weighted mean of the k nearest training concepts", predicted=True
+        ),
+        Method("ridge", "linear map text embedding → weights", predicted=True),
+        Method("hyper", "MLP text → weights, function-space loss", predicted=True),
+        Method(
+            "nearest-edit",
+            "training concept with the closest edit program (oracle)",
+            oracle=True,
+            predicted=True,
+        ),
+        Method("wgen-1", "weight generator, one denoising step", predicted=True),
+        Method("wgen-ddim", "weight generator, a few DDIM steps", predicted=True),
+    )
+}
+TEXT_BASELINES = ("mean", "nearest", "knn", "ridge", "hyper")  # goal (b)'s competitors
+GENERATED = {"wgen-1": 1, "wgen-ddim": None}  # method → denoising steps (None = bench.ddim_steps)
+
+
+def split_flat(vector: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
+    """One flat vector (all groups back to back) → one vector per group."""
+    return [
+        part.copy() for part in np.split(np.asarray(vector, np.float32), np.cumsum(lengths)[:-1])
+    ]
+
+
+def edit_distance(a: Concept | tuple, b: Concept | tuple) -> float:
+    """L1 distance between two edit programs as {primitive: strength} (absent = 0)."""
+    sa = dict(a.edits if isinstance(a, Concept) else a)
+    sb = dict(b.edits if isinstance(b, Concept) else b)
+    return sum(abs(sa.get(k, 0.0) - sb.get(k, 0.0)) for k in sa.keys() | sb.keys())
+
+
+def pooled_embeddings(
+    out: Path, encoder: str, texts: list[str], cache_dir: Path | None = None
+) -> dict[str, np.ndarray]:
+    """Pooled τ(T) for ``texts``: the run folder's text cache first; texts it lacks are
+    embedded and cached under ``cache_dir`` (default: the run folder itself)."""
+    have = read_text_cache(text_cache_path(out, encoder))
+    missing = [t for t in dict.fromkeys(texts) if t not in have]
+    if missing:
+        have.update(cached_embeddings(cache_dir or out, encoder, missing))
+    return {t: have[t] for t in texts}
+
+
+@dataclass
+class Baselines:
+    """Every text baseline, fitted on one run folder's training checkpoints.
+
+    Attributes:
+        data: the training set (mean checkpoint + wordings per training concept).
+        programs: every concept of the run folder by id (edit programs for nearest-edit).
+        checkpoints: (R, total) every training checkpoint as one flat vector (novelty).
+        checkpoint_concepts: the concept id of each row of ``checkpoints``.
+        ridge, hyper: the fitted learned baselines (None where not asked for).
+    """
+
+    config: Config
+    manifest: Manifest
+    data: TrainingSet
+    programs: dict[str, Concept]
+    checkpoints: np.ndarray
+    checkpoint_concepts: list[str]
+    encoder: str
+    cache_dir: Path
+    out: Path
+    ridge: Ridge | None = None
+    hyper: Hyper | None = None
+    func_loss: FunctionSpaceLoss | None = None
+    knn_k: int = 5
+    fit_seconds: float = 0.0
+
+    @classmethod
+    def fit(
+        cls,
+        out: Path,
+        config: Config,
+        base: BaseGAN,
+        methods: list[str],
+        n_paraphrases: int,
+        ridge_alpha: float = 1.0,
+        hyper_epochs: int = 40,
+        knn_k: int = 5,
+        cache_dir: Path | None = None,
+    ) -> Baselines:
+        """Read the training checkpoints of ``out`` and fit what ``methods`` need."""
+        out = Path(out)
+        store = WeightStore(out)
+        manifest = store.manifest()
+        lengths = manifest.group_lengths
+        train = store.read(splits=["train"])
+        train_ids = sorted(train["concept_id"].unique())
+        rows = [np.concatenate(v) for v in row_vectors(train, len(lengths))]
+        checkpoints = np.stack(rows).astype(np.float32)
+        row_ids = list(train["concept_id"])
+        targets = np.stack(
+            [
+                checkpoints[[i for i, c in enumerate(row_ids) if c == cid]].mean(axis=0)
+                for cid in train_ids
+            ]
+        ).astype(np.float32)
+        programs = {c.id: c for c in load_concepts(out / CONCEPTS_FILE)}
+        wordings = {
+            c: [programs[c].text] + paraphrases(programs[c], n_paraphrases, config.data.seed)
+            for c in train_ids
+        }
+        encoder = config.train.text_encoder
+        pooled = pooled_embeddings(
+            out, encoder, [t for ts in wordings.values() for t in ts], cache_dir
+        )
+        data = TrainingSet(
+            train_ids, targets, [np.stack([pooled[t] for t in wordings[c]]) for c in train_ids]
+        )
+        fitted = cls(
+            config=config,
+            manifest=manifest,
+            data=data,
+            programs=programs,
+            checkpoints=checkpoints,
+            checkpoint_concepts=row_ids,
+            encoder=encoder,
+            cache_dir=Path(cache_dir or out),
+            out=out,
+            knn_k=knn_k,
+        )
+        start = time.perf_counter()
+        if "ridge" in methods:
+            fitted.ridge = Ridge.fit(data, ridge_alpha)
+        if "hyper" in methods:
+            layout = BlockLayout.from_lengths(lengths, config.denoiser.block_size)
+            codec = BlockCodec.fit(row_vectors(train, len(lengths)), layout, center=True)
+            fitted.func_loss = FunctionSpaceLoss(base, config, codec, manifest)
+            pairs = {
+                p.concept_id: (
+                    p.train_sources[: config.train.func_pairs],
+                    p.train_targets[: config.train.func_pairs],
+                )
+                for p in concept_pairs(read_pairs(out, train_ids), config)
+            }
+            fitted.hyper = train_hyper(
+                data, pairs, fitted.func_loss, epochs=hyper_epochs, seed=config.data.seed
+            )
+        fitted.fit_seconds = time.perf_counter() - start
+        return fitted
+
+    def embed(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return pooled_embeddings(self.out, self.encoder, texts, self.cache_dir)
+
+    def nearest_edit_id(self, edits: tuple) -> str:
+        return min(self.data.concept_ids, key=lambda c: edit_distance(edits, self.programs[c]))
+
+    def predict(self, method: str, embedding: np.ndarray, edits: tuple | None) -> np.ndarray:
+        """The flat weight vector a text baseline (or the nearest-edit oracle) predicts."""
+        if method == "mean":
+            return mean_prediction(self.data)
+        if method == "nearest":
+            return nearest_prediction(self.data, embedding)
+        if method == "knn":
+            return knn_prediction(self.data, embedding, self.knn_k)
+        if method == "ridge":
+            assert self.ridge is not None, "fit with 'ridge' in methods"
+            return self.ridge.predict(embedding)
+        if method == "hyper":
+            assert self.hyper is not None and self.func_loss is not None
+            return hyper_prediction(self.hyper, self.func_loss, embedding)
+        if method == "nearest-edit":
+            if edits is None:
+                raise ValueError("nearest-edit needs the concept's edit program")
+            return self.data.targets[self.data.concept_ids.index(self.nearest_edit_id(edits))]
+        raise ValueError(f"{method!r} is not a baseline prediction")
+
+    def state(self, flat: np.ndarray) -> dict[str, torch.Tensor]:
+        """A flat vector → the trainable LoRA state dict it stands for."""
+        return unflatten(split_flat(flat, self.manifest.group_lengths), self.manifest)
+
+    def flat(self, state: dict[str, torch.Tensor]) -> np.ndarray:
+        return np.concatenate(flatten(state, self.manifest)).astype(np.float32)
+
+    def novelty(self, flat: np.ndarray) -> dict[str, float | str]:
+        """Distance from a predicted LoRA to its nearest training checkpoint (L2 over the
+        flat vector), beside the typical distance between two checkpoints of one concept."""
+        distances = np.linalg.norm(self.checkpoints - flat[None], axis=1)
+        nearest = int(np.argmin(distances))
+        return {
+            "nearest_checkpoint_distance": float(distances[nearest]),
+            "nearest_checkpoint_concept": self.checkpoint_concepts[nearest],
+            "nearest_checkpoint_row": nearest,
+            "within_concept_spread": self.within_concept_spread(),
+        }
+
+    def within_concept_spread(self) -> float:
+        """Median over training concepts of the mean pairwise L2 distance of its checkpoints."""
+        if not hasattr(self, "_spread"):
+            spreads = []
+            for cid in self.data.concept_ids:
+                rows = self.checkpoints[
+                    [i for i, c in enumerate(self.checkpoint_concepts) if c == cid]
+                ]
+                if len(rows) > 1:
+                    d = np.linalg.norm(rows[:, None] - rows[None], axis=-1)
+                    spreads.append(float(d[np.triu_indices(len(rows), 1)].mean()))
+            self._spread = float(np.median(spreads)) if spreads else float("nan")
+        return self._spread
+
+
+@dataclass
+class Init:
+    """A method's starting point for one (concept, seed)."""
+
+    method: str
+    seed: int
+    state: dict[str, torch.Tensor] | None  # trainable LoRA state; None = standard init/scratch
+    seconds: float  # time to make it (0 for scratch and lora-zero)
+    novelty: dict[str, float | str] | None = None  # predicted methods only
+
+
+def initial_weights(
+    method: str,
+    seed: int,
+    text: str,
+    edits: tuple | None,
+    baselines: Baselines,
+    generator=None,
+    ddim_steps: int = 10,
+) -> Init:
+    """The starting point ``method`` gives the concept ``text`` (timed). ``generator`` is a
+    `wgen.generator.checkpoint.WeightGenerator` (its public `generate`), for wgen-*."""
+    if method in ("scratch", "lora-zero"):
+        return Init(method, seed, None, 0.0)
+    if method in GENERATED:
+        if generator is None:
+            raise ValueError(f"{method} needs a weight generator")
+        steps = GENERATED[method] or ddim_steps
+        state, seconds = generator.generate(text, steps, seed)
+        flat = baselines.flat(state)
+    else:
+        embedding = baselines.embed([text])[text]  # cached: not part of the timed work
+        start = time.perf_counter()
+        flat = baselines.predict(method, embedding, edits)
+        state = baselines.state(flat)
+        seconds = time.perf_counter() - start
+    return Init(method, seed, state, seconds, baselines.novelty(flat))

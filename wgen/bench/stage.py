@@ -1,0 +1,573 @@
+"""`wgen bench`: fine-tune held-out concepts from every method's initial weights, side by side.
+
+1. `prepare_bench` (no Ray): the weights, the base GAN and the generator exist; the concept
+   texts are ones the editor understands and not training concepts (those are flagged and
+   left out); the bench folder was made with the same settings. Every user mistake is a
+   one-line `WgenError` here, before Ray starts.
+2. The driver fits the text baselines once, loads the generator through its public
+   interface (`WeightGenerator.load` + `generate`), and makes every missing (concept,
+   method, seed) run's initial weights, timed.
+3. A Ray actor pool fine-tunes: one concept (all its methods and seeds) per actor call, so
+   one concept's timings share a process, its threads and its pairs. Every run goes through
+   `wgen.gan.training.train_until_converged` (the collection's loop) under the bench's rule,
+   with a cheap paired L1 every `bench.eval_every` steps and the Fréchet distance at the end.
+4. Each finished run is written at once to ``<out>/bench/runs/<concept>/<method>__s<seed>.json``
+   and never redone; `wgen.bench.report` turns them into results.json, report.md and plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wgen.bench.methods import METHODS, Baselines, initial_weights
+from wgen.config import Config
+from wgen.core.errors import ConfigError, InputFileError, Interrupted, RunFolderError
+from wgen.core.runfolder import fingerprint, mismatch_message, read_success, stage_fields
+from wgen.core.runtime import init_ray, print0, read_json, write_json
+from wgen.data.concepts import Concept
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts, pairs_done, read_pairs
+from wgen.gan.training import BASE_DIR, ConceptPairs, concept_pairs, concept_seed
+
+BENCH_DIR = "bench"
+RUNS_DIR = "runs"
+RECORD_FILE = "_RECORD.json"
+# Fields that only spread the work or choose what to run; a bench folder is continued
+# (more concepts, methods or seeds) when only these change.
+NOT_FINGERPRINTED = {
+    "methods",
+    "concepts_file",
+    "max_concepts",
+    "seeds",
+    "actors",
+    "cpus_per_actor",
+    "budgets",
+    "auc_steps",
+    "grid_step",
+}
+
+
+@dataclasses.dataclass
+class BenchConcept:
+    """A concept to benchmark: its text, edit program (None if the editor has none) and pairs."""
+
+    concept_id: str
+    text: str
+    edits: tuple | None
+    pairs: ConceptPairs
+
+
+@dataclasses.dataclass
+class BenchPlan:
+    """Everything `prepare_bench` checked, for the run."""
+
+    out: Path
+    folder: Path
+    methods: list[str]
+    concepts: list[BenchConcept]
+    flagged: list[dict[str, str]]
+    generator_dir: Path | None
+    seeds: list[int]
+
+    def run_path(self, concept_id: str, method: str, seed: int) -> Path:
+        return run_path(self.folder, concept_id, method, seed)
+
+    def todo(self) -> list[tuple[BenchConcept, str, int]]:
+        return [
+            (c, m, s)
+            for c in self.concepts
+            for m in self.methods
+            for s in self.seeds
+            if not self.run_path(c.concept_id, m, s).exists()
+        ]
+
+
+def run_path(folder: Path, concept_id: str, method: str, seed: int) -> Path:
+    return Path(folder) / RUNS_DIR / concept_id / f"{method}__s{seed}.json"
+
+
+def bench_fields(config: Config, generator_dir: Path | None) -> dict[str, Any]:
+    """What shapes a bench run's numbers: the weights it reads, the rule, the generator."""
+    fields = stage_fields(config, "collect")
+    for key, value in dataclasses.asdict(config.bench).items():
+        if key not in NOT_FINGERPRINTED:
+            fields[f"bench.{key}"] = value
+    fields["generator"] = str(generator_dir) if generator_dir else None
+    return fields
+
+
+def file_concept_id(text: str) -> str:
+    """A stable id for a concept text from --concepts (the same text, the same runs)."""
+    return "f" + hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Checks before Ray starts
+# ---------------------------------------------------------------------------------------
+
+
+def prepare_bench(
+    config: Config, out: Path, overrides: list[str] | tuple = (), force: bool = False
+) -> BenchPlan:
+    """Check every input of the bench; raise a one-line `WgenError` on the first problem."""
+    out = Path(out)
+    # the hint names the command that makes a missing input: the bench's own flags are not its
+    sets = "".join(f" --set {item}" for item in overrides if not item.startswith("bench."))
+    hint = f"--preset {config.preset}{sets} --out {out}"
+    if not pairs_done(out):
+        raise RunFolderError(
+            f"bench needs the image pairs in {out / 'pairs'}; make them with `wgen pairs {hint}`"
+        )
+    weights = read_success(out, "collect")
+    if weights is None or not (out / BASE_DIR / "base.json").exists():
+        raise RunFolderError(
+            f"bench needs the collected weights in {out / 'weights'} and the base GAN in "
+            f"{out / BASE_DIR}; make them with `wgen collect {hint}`"
+        )
+    record = weights.get("record")
+    if record is not None and record["fingerprint"] != fingerprint(stage_fields(config, "collect")):
+        raise RunFolderError(
+            mismatch_message(
+                out / "weights",
+                record,
+                config,
+                "collect",
+                f"use --preset {record.get('preset')} (and the same --set values) to bench this run",
+            )
+        )
+    bench = config.bench
+    methods = list(dict.fromkeys(["lora-zero", *bench.methods]))  # lora-zero sets the target
+    generator_dir = None
+    if any(m.startswith("wgen-") for m in methods):
+        from wgen.generator.checkpoint import GeneratorFolderError, check_generator_folder
+
+        generator_dir = Path(bench.generator_dir) if bench.generator_dir else out / "generator"
+        try:
+            check_generator_folder(generator_dir)
+        except GeneratorFolderError:
+            raise InputFileError(
+                generator_dir,
+                "no complete generator folder there (the wgen-1 / wgen-ddim methods need one)",
+                f"make it with `wgen train {hint}`, pass --generator DIR, or leave the wgen "
+                "methods out with --methods",
+            ) from None
+    known = load_concepts(out / CONCEPTS_FILE)
+    concepts, flagged = choose_concepts(config, out, known)
+    if "nearest-edit" in methods and any(c.edits is None for c in concepts):
+        raise ConfigError(
+            "bench.methods: nearest-edit needs each concept's edit program, which only the "
+            "procedural editor reads from the text; leave it out with --methods"
+        )
+    folder = out / BENCH_DIR
+    fields = bench_fields(config, generator_dir)
+    record_path = folder / RECORD_FILE
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    elif record_path.exists():
+        old = read_json(record_path)
+        if old["fingerprint"] != fingerprint(fields):
+            diffs = [
+                f"{k}: {old['fields'].get(k)!r} → {fields.get(k)!r}"
+                for k in sorted(set(old["fields"]) | set(fields))
+                if old["fields"].get(k) != fields.get(k)
+            ]
+            raise RunFolderError(
+                f"{folder} holds bench runs made with other settings ({'; '.join(diffs[:4])}); "
+                "pass the same settings to continue, or --force to start the bench anew"
+            )
+    seeds = list(range(bench.seeds))
+    return BenchPlan(out, folder, methods, concepts, flagged, generator_dir, seeds)
+
+
+def read_concepts_file(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every non-empty, non-comment line."""
+    if not path.is_file():
+        raise InputFileError(path, "no such file (expected one concept text per line)")
+    lines = [
+        (n, line.strip())
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    if not lines:
+        raise InputFileError(path, "lists no concept text; write one held-out concept per line")
+    return lines
+
+
+def choose_concepts(
+    config: Config, out: Path, known: list[Concept]
+) -> tuple[list[BenchConcept], list[dict[str, str]]]:
+    """The preset's held-out concepts, or the texts of bench.concepts_file (each checked with
+    the editor; a training concept's text is flagged and left out). At most max_concepts."""
+    bench = config.bench
+    collected = {c.text.strip().lower(): c for c in known if c.split in ("train", "val")}
+    flagged: list[dict[str, str]] = []
+    if bench.concepts_file is None:
+        chosen = sorted((c for c in known if c.split == "heldout"), key=lambda c: c.id)
+        chosen = chosen[: bench.max_concepts]
+        if not chosen:
+            raise RunFolderError(f"{out / CONCEPTS_FILE} lists no held-out concept to bench")
+        frame = read_pairs(out, [c.id for c in chosen])
+        by_id = {p.concept_id: p for p in concept_pairs(frame, config)}
+        return [BenchConcept(c.id, c.text, c.edits, by_id[c.id]) for c in chosen], flagged
+
+    path = Path(bench.concepts_file)
+    texts: list[tuple[str, tuple | None]] = []
+    for n, text in read_concepts_file(path):
+        edits = parse_text(config, path, n, text)
+        twin = collected.get(text.lower())
+        if twin is not None:
+            flagged.append(
+                {
+                    "text": text,
+                    "reason": f"line {n} is {split_word(twin.split)} concept {twin.id}: "
+                    "its own LoRA was collected, so it is not held out",
+                }
+            )
+            print0(f"bench: left out {text!r}: {flagged[-1]['reason']}")
+            continue
+        if text not in {t for t, _ in texts}:
+            texts.append((text, edits))
+    if not texts:
+        raise ConfigError(
+            f"--concepts {path}: every text is a training or validation concept "
+            f"({'; '.join(f['text'] for f in flagged)}); list held-out concepts"
+        )
+    texts = texts[: bench.max_concepts]
+    pairs = make_pairs(config, [(file_concept_id(t), t) for t, _ in texts])
+    return [
+        BenchConcept(file_concept_id(t), t, edits, p)
+        for (t, edits), p in zip(texts, pairs, strict=True)
+    ], flagged
+
+
+def split_word(split: str) -> str:
+    return "a training" if split == "train" else "a validation"
+
+
+def parse_text(config: Config, path: Path, line: int, text: str) -> tuple | None:
+    """The edit program of ``text`` (procedural editor); a text it cannot read is an error."""
+    if config.data.editor != "procedural":
+        return None
+    from wgen.data.editors.procedural import UnknownWordsError, parse_edit
+
+    try:
+        return parse_edit(text)
+    except UnknownWordsError as err:
+        words = ", ".join(repr(w) for w in err.unknown)
+        raise InputFileError(
+            path,
+            f"line {line} {text!r}: the {config.data.editor} editor does not know {words}",
+            "`wgen vocabulary` lists the words it knows",
+        ) from None
+    except ValueError as err:
+        raise InputFileError(path, f"line {line}: {err}") from None
+
+
+def make_pairs(config: Config, concepts: list[tuple[str, str]]) -> list[ConceptPairs]:
+    """Image pairs for concept texts no pairs stage made: seeded crops of the run's photos,
+    edited by the configured editor, split like the collection's (last eval_pairs held back)."""
+    from wgen.data.editors import build_editor
+    from wgen.data.images import crop_pool, load_photos
+
+    data = config.data
+    crop_ids, crops = crop_pool(load_photos(data), data.image_size, data.crops_per_photo, data.seed)
+    editor = build_editor(data)
+    made = []
+    for concept_id, text in concepts:
+        rng = np.random.default_rng([data.seed, int(concept_id[1:], 16)])
+        pick = np.sort(rng.choice(len(crops), size=data.pairs_per_concept, replace=False))
+        sources = crops[pick]
+        targets = editor(sources, [text] * len(sources))
+        cut = len(pick) - config.collect.eval_pairs
+        made.append(
+            ConceptPairs(
+                concept_id, text, "file", sources[:cut], targets[:cut], sources[cut:], targets[cut:]
+            )
+        )
+    return made
+
+
+# ---------------------------------------------------------------------------------------
+# 2-3. Initial weights in the driver, fine-tuning on the actor pool
+# ---------------------------------------------------------------------------------------
+
+
+def bench_rule(config: Config) -> Config:
+    """The config the fine-tuning runs under: the collection's loop with the bench's rule."""
+    bench = config.bench
+    collect = dataclasses.replace(
+        config.collect,
+        eval_every=bench.eval_every,
+        patience=bench.patience,
+        smooth=bench.smooth,
+        max_steps=bench.max_steps,
+    )
+    return dataclasses.replace(config, collect=collect)
+
+
+class ProbeL1:
+    """The cheap evaluation of the bench's curves: paired L1 and PSNR on the held-back pairs
+    (no Fréchet features). Keeps the latest generator (for the final Fréchet distance) and
+    the outputs at the steps shown in the image grid."""
+
+    def __init__(self, pairs: ConceptPairs, eval_every: int, keep_steps: set[int], show: int = 2):
+        self.sources, self.targets = pairs.eval_sources, pairs.eval_targets
+        self.eval_every, self.keep_steps, self.show = eval_every, keep_steps, show
+        self.calls = 0
+        self.generator = None
+        self.outputs: dict[int, np.ndarray] = {}
+
+    def __call__(self, generator) -> dict[str, float]:
+        from wgen.gan.metrics import generate_uint8, paired_l1, psnr
+
+        step = self.calls * self.eval_every  # the loop evaluates at 0, e, 2e, ... (K = 0)
+        self.calls += 1
+        self.generator = generator
+        predictions = generate_uint8(generator, self.sources)
+        if step in self.keep_steps:
+            self.outputs[step] = predictions[: self.show]
+        return {"l1": paired_l1(predictions, self.targets), "psnr": psnr(predictions, self.targets)}
+
+
+class BenchWorker:
+    """Ray actor: fine-tunes every (method, seed) of one concept per call, writing each run."""
+
+    def __init__(self, config: dict[str, Any], out: str, folder: str):
+        import torch
+
+        from wgen.gan.metrics import build_feature_extractor
+        from wgen.gan.training import BaseGAN
+
+        self.config = bench_rule(Config.from_dict(config))
+        self.threads = self.config.gan.threads
+        torch.set_num_threads(self.threads)
+        self.base = BaseGAN.load(Path(out) / BASE_DIR)
+        self.folder = Path(folder)
+        self.extractor = build_feature_extractor(self.config.collect.feature_extractor)
+
+    def run_concept(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        from wgen.gan.training import Evaluator
+
+        pairs: ConceptPairs = job["pairs"]
+        final = Evaluator(pairs.eval_sources, pairs.eval_targets, self.extractor)
+        folder = self.folder / RUNS_DIR / pairs.concept_id
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(
+            folder / "pairs.npz", sources=pairs.eval_sources[:2], targets=pairs.eval_targets[:2]
+        )
+        return [self.run_one(pairs, final, run) for run in job["runs"]]
+
+    def run_one(self, pairs: ConceptPairs, final, run: dict[str, Any]) -> dict[str, Any]:
+        from wgen.gan.metrics import generate_uint8, paired_l1
+        from wgen.gan.training import lora_generator, train_lora, train_scratch
+
+        bench, init = self.config.bench, run["init"]
+        probe = ProbeL1(pairs, bench.eval_every, {0, bench.grid_step})
+        seed = concept_seed(self.config.data.seed + init.seed, pairs.concept_id)
+        if init.method == "scratch":
+            result = train_scratch(self.config, pairs, self.extractor, seed=seed, evaluate=probe)
+        else:
+            result = train_lora(
+                self.base, self.config, pairs, self.extractor, init.state, 0, seed, probe
+            )
+        novelty = dict(init.novelty) if init.novelty else None
+        if novelty is not None and run.get("nearest_state") is not None:
+            # In function space too: how differently the init and its nearest training
+            # checkpoint edit the evaluation images (paired L1 between the two outputs).
+            outputs = [
+                generate_uint8(lora_generator(self.base, self.config, s), pairs.eval_sources)
+                for s in (init.state, run["nearest_state"])
+            ]
+            novelty["output_l1_to_nearest_checkpoint"] = paired_l1(*outputs)
+        history = [
+            {
+                "step": int(h["step"]),
+                "train_seconds": float(h["train_seconds"]),
+                "l1": float(h["l1"]),
+                "psnr": float(h["psnr"]),
+            }
+            for h in result.history
+        ]
+        end = history[-1]
+        converged = result.converged_step
+        record = {
+            "concept_id": pairs.concept_id,
+            "text": pairs.text,
+            "method": init.method,
+            "oracle": METHODS[init.method].oracle,
+            "seed": init.seed,
+            "status": result.status,
+            "reason": result.reason,
+            "converged_step": converged,
+            "steps": end["step"],
+            "generation_seconds": init.seconds,
+            "train_seconds": end["train_seconds"],
+            "time_to_converge_s": (init.seconds + end["train_seconds"]) if converged else None,
+            "final": final(probe.generator),  # l1, psnr, fd of the last model
+            "history": history,
+            "novelty": novelty,
+            "threads": self.threads,
+        }
+        path = run_path(self.folder, pairs.concept_id, init.method, init.seed)
+        np.savez_compressed(
+            path.with_suffix(".npz"), **{f"step{k}": v for k, v in probe.outputs.items()}
+        )
+        write_json(path, record)  # last: a run with its JSON is finished
+        return record
+
+
+def make_jobs(
+    plan: BenchPlan, config: Config, baselines: Baselines | None, generator
+) -> list[dict[str, Any]]:
+    """One job per concept with work left: every missing run's initial weights (timed)."""
+    from wgen.core.runtime import torch_threads
+
+    by_concept: dict[str, dict[str, Any]] = {}
+    with torch_threads(config.generate.threads):
+        if generator is not None:
+            generator.encoder  # noqa: B018 - load τ before any timed generation
+        for concept, method, seed in plan.todo():
+            init = initial_weights(
+                method,
+                seed,
+                concept.text,
+                concept.edits,
+                baselines,
+                generator,
+                config.bench.ddim_steps,
+            )
+            nearest = None
+            if init.novelty is not None:
+                nearest = baselines.state(
+                    baselines.checkpoints[init.novelty["nearest_checkpoint_row"]]
+                )
+            job = by_concept.setdefault(concept.concept_id, {"pairs": concept.pairs, "runs": []})
+            job["runs"].append({"init": init, "nearest_state": nearest})
+    return list(by_concept.values())
+
+
+def run_bench(
+    config: Config, out: Path, force: bool = False, overrides: list[str] | tuple = ()
+) -> dict[str, Any]:
+    """Check, make the initial weights, fine-tune on the actor pool, write the results."""
+    import torch
+
+    from wgen.bench.report import write_results
+    from wgen.gan.training import BaseGAN
+
+    start = time.perf_counter()
+    plan = prepare_bench(config, Path(out), list(overrides), force)
+    plan.folder.mkdir(parents=True, exist_ok=True)
+    fields = bench_fields(config, plan.generator_dir)
+    write_json(plan.folder / RECORD_FILE, {"fingerprint": fingerprint(fields), "fields": fields})
+    config.save(plan.out / "config.bench.yaml")
+    todo = plan.todo()
+    total = len(plan.concepts) * len(plan.methods) * len(plan.seeds)
+    print0(
+        f"bench: {len(plan.concepts)} concept(s) × {len(plan.methods)} method(s) × "
+        f"{len(plan.seeds)} seed(s) = {total} runs, {total - len(todo)} already finished, "
+        f"{len(todo)} to run → {plan.folder}"
+    )
+    baselines = generator = None
+    if todo:
+        torch.set_num_threads(config.gan.threads)
+        base = BaseGAN.load(plan.out / BASE_DIR)
+        needed = sorted({m for _, m, _ in todo})
+        baselines = Baselines.fit(
+            plan.out,
+            config,
+            base,
+            needed,
+            config.bench.paraphrases,
+            config.bench.ridge_alpha,
+            config.bench.hyper_epochs,
+            config.bench.knn_k,
+            cache_dir=plan.folder,
+        )
+        print0(
+            f"bench: text baselines fitted on {len(baselines.data.concept_ids)} training "
+            f"concepts in {baselines.fit_seconds:.1f} s"
+        )
+        if any(m.startswith("wgen-") for m in needed):
+            from wgen.generator.checkpoint import WeightGenerator
+
+            generator = WeightGenerator.load(plan.generator_dir)
+            generator.check_base(base.fingerprint)
+        jobs = make_jobs(plan, config, baselines, generator)
+        try:
+            fine_tune(config, plan, jobs)
+        except KeyboardInterrupt:
+            done = total - len(plan.todo())
+            raise Interrupted(
+                f"interrupted; {done} of {total} bench runs finished (kept in {plan.folder}), "
+                "re-run the same command to resume"
+            ) from None
+    results = write_results(plan, config, hardware(config), time.perf_counter() - start)
+    return results
+
+
+def fine_tune(config: Config, plan: BenchPlan, jobs: list[dict[str, Any]]) -> None:
+    """Run the jobs on a pool of `bench.actors` actors, one line per finished concept."""
+    import ray
+    from ray.util import ActorPool
+
+    init_ray()
+    bench = config.bench
+    worker = ray.remote(num_cpus=bench.cpus_per_actor)(BenchWorker)
+    actors = [
+        worker.remote(config.to_dict(), str(plan.out), str(plan.folder))
+        for _ in range(min(bench.actors, len(jobs)))
+    ]
+    pool = ActorPool(actors)
+    start = time.perf_counter()
+    try:
+        finished = 0
+        for records in pool.map_unordered(lambda a, job: a.run_concept.remote(job), jobs):
+            finished += 1
+            elapsed = time.perf_counter() - start
+            eta = elapsed / finished * (len(jobs) - finished)
+            first = records[0]
+            line = ", ".join(
+                f"{r['method']}/s{r['seed']} {r['final']['l1']:.3f}"
+                + ("" if r["converged_step"] else " (not converged)")
+                for r in records
+            )
+            print0(
+                f"bench: [{finished}/{len(jobs)}] {first['concept_id']} {first['text']!r}: "
+                f"final L1 {line}; {elapsed:.0f} s, ETA {eta:.0f} s"
+            )
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def hardware(config: Config) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_threads_per_run": config.gan.threads,
+        "generation_threads": config.generate.threads,
+        "actors": config.bench.actors,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
