@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from wgen.config import CollectConfig, Config
+from wgen.core.devices import current_device
 from wgen.core.errors import CollectIncomplete, Interrupted, RunFolderError
 from wgen.core.runfolder import STARTED_FILE, stage_record, write_started
 from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, write_json
@@ -57,25 +58,55 @@ def ensure_base(config: Config, out: Path) -> BaseGAN:
                 "or redo collection with `wgen collect --force`"
             )
         return base
-    frame = read_pairs(out)
+    frame = read_pairs(out, columns=["concept_id", "split"])
     frame = frame[frame["split"] == "train"]
     ids = sorted(frame["concept_id"].unique())[: config.gan.base_concepts]
     print0(
         f"collect: training the base generator on {len(ids)} training concepts ({config.gan.base_steps} steps)"
     )
-    base = train_base(config, concept_pairs(frame[frame["concept_id"].isin(ids)], config))
+    base = train_base_on_ray(config, out, ids)
     base.save(folder)
     print0(
-        f"collect: base generator {base.fingerprint} trained in {base.info['seconds']} s → {folder}"
+        f"collect: base generator {base.fingerprint} trained in {base.info['seconds']} s "
+        f"on {base.info.get('device', 'cpu')} → {folder}"
     )
     return base
 
 
+def _train_base_task(config: dict[str, Any], out: str, concept_ids: list[str]) -> BaseGAN:
+    """The Ray task body: read the chosen concepts' pairs from the (shared) run folder and
+    train the base there, on the task's GPU if it was given one."""
+    config_ = Config.from_dict(config)
+    frame = read_pairs(Path(out), concept_ids=concept_ids)
+    return train_base(config_, concept_pairs(frame, config_))
+
+
+def train_base_on_ray(config: Config, out: Path, concept_ids: list[str]) -> BaseGAN:
+    """Train the base GAN as a Ray task with an actor's resources (``collect.cpus_per_actor``,
+    ``collect.gpus_per_actor``), not in the driver: on a cluster the driver runs on the head
+    node, which has no GPU; here it keeps the driver responsive. The result is the same as
+    `train_base` in the driver for the same seed (the task reads the same pairs)."""
+    import ray
+
+    task = ray.remote(_train_base_task).options(
+        num_cpus=config.collect.cpus_per_actor,
+        num_gpus=config.collect.gpus_per_actor,
+        max_retries=1,  # a lost node costs one restart of the base, not the run
+    )
+    return ray.get(task.remote(config.to_dict(), str(Path(out).resolve()), list(concept_ids)))
+
+
 def collect_one(
-    config: Config, base: BaseGAN, extractor, store: WeightStore, pairs: ConceptPairs
+    config: Config,
+    base: BaseGAN,
+    extractor,
+    store: WeightStore,
+    pairs: ConceptPairs,
+    where: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train one concept and write its weights and status. Pure of Ray: the plain-loop
-    baseline and the actor both call this."""
+    baseline and the actor both call this. ``where`` (the actor's node and device) is
+    recorded in the status as it is."""
     manifest = store.manifest()
     start = time.perf_counter()
     run = train_lora(base, config, pairs, extractor)
@@ -89,6 +120,7 @@ def collect_one(
         "checkpoint_steps": [c["step"] for c in run.checkpoints],
         "history": run.history,
         "seconds": round(time.perf_counter() - start, 3),
+        **(where or {}),
     }
     if run.converged:
         store.write_concept(
@@ -112,7 +144,22 @@ class ConceptTrainer:
         torch.set_num_threads(self.config.gan.threads)
         self.store = WeightStore(out)
         self.base = BaseGAN.load(Path(out) / BASE_DIR)
-        self.extractor = build_feature_extractor(self.config.collect.feature_extractor)
+        # Inception on the actor's GPU when it has one (the offline extractor stays on the CPU)
+        self.extractor = build_feature_extractor(
+            self.config.collect.feature_extractor, device=current_device()
+        )
+
+    @staticmethod
+    def where() -> dict[str, Any]:
+        """The Ray node, the GPUs Ray assigned and the device used: in each concept's status,
+        so a run on a cluster shows where every concept trained."""
+        import ray
+
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "device": str(current_device()),
+        }
 
     def __call__(self, group: pd.DataFrame) -> pd.DataFrame:
         concept_id = str(group["concept_id"].iloc[0])
@@ -142,7 +189,9 @@ class ConceptTrainer:
             return status
         try:
             pairs = ConceptPairs.from_frame(group, self.config.collect.eval_pairs)
-            return collect_one(self.config, self.base, self.extractor, self.store, pairs)
+            return collect_one(
+                self.config, self.base, self.extractor, self.store, pairs, self.where()
+            )
         except Exception as err:  # noqa: BLE001 - one bad concept must not stop the others
             status = {
                 "concept_id": concept_id,
@@ -257,6 +306,9 @@ def train_concepts(config: Config, out: Path, todo: list[str], start: float) -> 
                 compute=ray.data.ActorPoolStrategy(size=config.collect.actors),
                 num_cpus=config.collect.cpus_per_actor,
                 num_gpus=config.collect.gpus_per_actor or None,
+                # One actor per node while nodes are free: concepts spread over the GPU
+                # workers instead of filling one node first (Ray's default packs).
+                scheduling_strategy="SPREAD",
             )
         )
         rows = iter(dataset.iter_rows())

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wgen.core.devices import current_device
 from wgen.core.runtime import print0, torch_threads
 from wgen.gan.lora import load_adapter
 from wgen.gan.training import BaseGAN
@@ -36,6 +37,10 @@ def run_generate(
     text = check_concept_text(concept_text)  # before seconds of loading
     start = time.perf_counter()
     generator = WeightGenerator.load(Path(generator_dir))
+    # The denoiser on this process's device (a GPU in a Ray task given one, else the CPU); the
+    # noise is drawn on the CPU from the seed, so a seed gives the same LoRA on any device.
+    device = current_device()
+    generator.denoiser.to(device)
     base = generator.base
     if base_dir is not None:
         base = BaseGAN.load(Path(base_dir))
@@ -60,5 +65,6 @@ def run_generate(
         "seed": gen.seed,
         "seconds": seconds,
         "load_seconds": load_seconds,
+        "device": str(device),
         "base_fingerprint": base.fingerprint,
     }

@@ -134,7 +134,9 @@ class CLIPTextEncoder:
         source = _resolve_clip_source(name_or_path)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(source, **_clip_load_kwargs(source))
-            self._model = CLIPTextModel.from_pretrained(source, **_clip_load_kwargs(source))
+            self._model = CLIPTextModel.from_pretrained(
+                source, use_safetensors=True, **_clip_load_kwargs(source)
+            )
         except OSError as err:
             raise FileNotFoundError(
                 f"cannot load the CLIP text encoder {name_or_path!r}: it is not a local folder "

@@ -66,7 +66,11 @@ class InstructPix2PixEditor:
         try:
             # The safety checker is dropped: it blanks images it flags, which would corrupt pairs.
             pipeline = StableDiffusionInstructPix2PixPipeline.from_pretrained(
-                path, local_files_only=True, safety_checker=None, requires_safety_checker=False
+                path,
+                local_files_only=True,
+                use_safetensors=True,  # never a pickled .bin from a user folder
+                safety_checker=None,
+                requires_safety_checker=False,
             )
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(
