@@ -132,7 +132,10 @@ class DenoiserConfig:
     size: str = "demo"  # key into wgen.models.denoiser.DENOISER_SIZES
     block_size: int = 64  # b: values per weight block (the paper chose 256 at its scale)
     index_dim: int = 64  # d: width of SinEnc(n, d), the block-index encoding
-    prediction: str = "epsilon"  # "epsilon" (the paper), "sample" (x0) or "v_prediction"
+    # "sample" (x0), "epsilon" (the paper) or "v_prediction". x0: the function-space term then
+    # reads the model's output directly; measured on the study run (docs/generator_quality_study
+    # .json) x0 + whole-concept training beat epsilon + the block pass.
+    prediction: str = "sample"
     train_timesteps: int = 1000  # T of the DDPM schedule
     beta_schedule: str = "linear"  # diffusers beta schedule name
     # How τ(T) enters: "tokens" = cross-attention over the encoder's token states with their
@@ -184,7 +187,7 @@ class TrainConfig:
     # passes of whole-concept steps (L_diff on the concept's blocks + λ_f·L_func). The
     # function-space term only shapes the model if it gets a fair share of the updates:
     # with the block pass on, it got 20 of ~440 steps an epoch and did not move (measured).
-    block_pass: bool = True  # the block pass (the paper's training); False = whole concepts only
+    block_pass: bool = False  # the block pass (the paper's training); False = whole concepts only
     concept_passes: int = 1  # whole-concept passes per epoch (0 = none; needs block_pass)
     func_t: list[int] | None = (
         None  # [lo, hi] timesteps the term is applied at; None = the single step's t

@@ -37,7 +37,9 @@ def tiny_base(seed: int = 0) -> BaseGAN:
 
 
 def tiny_generator(seed: int = 0) -> WeightGenerator:
-    """An untrained generator with real statistics: LoRA states at three different inits."""
+    """An untrained generator with real statistics: LoRA states at three different inits.
+    Its denoiser's output layer gets random weights (it starts at zero), so the noise seed
+    and the text show in what it generates, as in a trained one."""
     config = load_config("tiny")
     base = tiny_base()
     manifest = weight_manifest(base, config)
@@ -48,7 +50,10 @@ def tiny_generator(seed: int = 0) -> WeightGenerator:
         rows.append(flatten(trainable_state_dict(lora_generator(base, config)), manifest))
     config.lora.init_seed = seed
     codec = BlockCodec.fit(rows, layout, center=True)
-    denoiser = build_denoiser(config.denoiser, TEXT_DIM)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        denoiser = build_denoiser(config.denoiser, TEXT_DIM)
+        torch.nn.init.normal_(denoiser.conv_out.weight, std=0.3)
     return WeightGenerator(config, denoiser, codec, manifest, "minilm", TEXT_DIM, base)
 
 
