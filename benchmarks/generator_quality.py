@@ -37,43 +37,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from wgen.bench.methods import Baselines
 from wgen.config import Config
-from wgen.data.concepts import Concept, paraphrases
-from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts
 from wgen.gan.metrics import build_feature_extractor
 from wgen.gan.quality import concept_evals, score_lora
-from wgen.gan.training import BASE_DIR, BaseGAN, concept_pairs
-from wgen.generator.baselines import (
-    Ridge,
-    TrainingSet,
-    hyper_prediction,
-    knn_prediction,
-    mean_prediction,
-    nearest_prediction,
-    train_hyper,
-)
+from wgen.gan.training import BASE_DIR, BaseGAN
 from wgen.generator.checkpoint import WeightGenerator
-from wgen.generator.dataset import row_vectors
-from wgen.generator.funcspace import FunctionSpaceLoss
-from wgen.generator.textcache import cached_embeddings
-from wgen.weights.blocks import BlockLayout
-from wgen.weights.codec import BlockCodec
-from wgen.weights.format import unflatten
 from wgen.weights.store import WeightStore
 
 ORACLES = ("nearest-edit", "own")
-
-
-def split_flat(vector: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
-    return [
-        part.copy() for part in np.split(np.asarray(vector, np.float32), np.cumsum(lengths)[:-1])
-    ]
-
-
-def edit_distance(a: Concept, b: Concept) -> float:
-    """L1 distance between two edit programs as {primitive: strength} (absent = 0)."""
-    sa, sb = dict(a.edits), dict(b.edits)
-    return sum(abs(sa.get(k, 0.0) - sb.get(k, 0.0)) for k in sa.keys() | sb.keys())
+BASELINE_METHODS = ("mean", "nearest", "knn", "ridge", "hyper", "nearest-edit")
 
 
 def latency(fn, repeats: int) -> float:
@@ -147,52 +121,24 @@ def main() -> None:
     lengths = manifest.group_lengths
     programs = {c.id: c for c in load_concepts(args.out / CONCEPTS_FILE)}
 
-    # 1. The training set every baseline sees: mean checkpoint + all wordings per concept.
-    train = frame[frame["split"] == "train"]
-    train_ids = sorted(train["concept_id"].unique())
-    targets = np.stack(
-        [
-            np.mean(
-                [
-                    np.concatenate(v)
-                    for v in row_vectors(train[train["concept_id"] == c], len(lengths))
-                ],
-                axis=0,
-            )
-            for c in train_ids
-        ]
-    ).astype(np.float32)
-    wording_texts = {
-        c: [programs[c].text] + paraphrases(programs[c], args.paraphrases, config.data.seed)
-        for c in train_ids
-    }
-    eval_ids = sorted(c.id for c in programs.values() if c.split in ("val", "heldout"))
-    all_texts = [t for ts in wording_texts.values() for t in ts] + [
-        programs[c].text for c in eval_ids
-    ]
-    pooled = cached_embeddings(args.out, config.train.text_encoder, all_texts)
-    data = TrainingSet(
-        train_ids, targets, [np.stack([pooled[t] for t in wording_texts[c]]) for c in train_ids]
+    # 1-2. Every text baseline, fitted on the training checkpoints and every wording of their
+    # texts (the same code `wgen bench` uses: wgen.bench.methods.Baselines).
+    baselines = Baselines.fit(
+        args.out,
+        config,
+        base,
+        ["ridge", "hyper"],
+        args.paraphrases,
+        ridge_alpha=args.ridge_alpha,
+        hyper_epochs=args.hyper_epochs,
     )
-
-    # 2. Fit the learned baselines on exactly that.
-    start = time.perf_counter()
-    ridge = Ridge.fit(data, args.ridge_alpha)
-    layout = BlockLayout.from_lengths(lengths, config.denoiser.block_size)
-    codec = BlockCodec.fit(row_vectors(train, len(lengths)), layout, center=True)
-    func_loss = FunctionSpaceLoss(base, config, codec, manifest)
-    pairs = {
-        p.concept_id: (
-            p.train_sources[: config.train.func_pairs],
-            p.train_targets[: config.train.func_pairs],
-        )
-        for p in concept_pairs(read_pairs(args.out, train_ids), config)
-    }
-    hyper = train_hyper(data, pairs, func_loss, epochs=args.hyper_epochs, seed=config.data.seed)
-    fit_seconds = time.perf_counter() - start
+    train_ids = baselines.data.concept_ids
+    fit_seconds = baselines.fit_seconds
     print(
         f"baselines fitted on {len(train_ids)} training concepts × {1 + args.paraphrases} wordings in {fit_seconds:.0f} s"
     )
+    eval_ids = sorted(c.id for c in programs.values() if c.split in ("val", "heldout"))
+    pooled = baselines.embed([programs[c].text for c in eval_ids])
 
     # 3. Score every method on every validation / held-out concept.
     extractor = build_feature_extractor(config.collect.feature_extractor)
@@ -214,22 +160,13 @@ def main() -> None:
     rows = []
     for i, e in enumerate(evals):
         embedding = pooled[e.text]
-        edit_id = min(train_ids, key=lambda c: edit_distance(programs[e.concept_id], programs[c]))
-        flats = {
-            "mean": mean_prediction(data),
-            "nearest": nearest_prediction(data, embedding),
-            "knn": knn_prediction(data, embedding),
-            "ridge": ridge.predict(embedding),
-            "hyper": hyper_prediction(hyper, func_loss, embedding),
-            "nearest-edit": targets[train_ids.index(edit_id)],
-        }
+        edits = programs[e.concept_id].edits
+        flats = {m: baselines.predict(m, embedding, edits) for m in BASELINE_METHODS}
         if e.concept_id in own:
             flats["own"] = own[e.concept_id]
         scores = {"lora-zero": score_lora(base, config, None, e.evaluate)}
         for method, flat in flats.items():
-            scores[method] = score_lora(
-                base, config, unflatten(split_flat(flat, lengths), manifest), e.evaluate
-            )
+            scores[method] = score_lora(base, config, baselines.state(flat), e.evaluate)
         other = evals[(i + 1) % len(evals)].concept_id
         for name, generator in generators.items():
             own_text = text_states[name][e.concept_id]

@@ -285,6 +285,35 @@ def bench(
     run_stage_command("bench", preset, overrides, out, force=force, verbose=verbose)
 
 
+@app.command()
+def finetune(
+    generator: Annotated[
+        Path, typer.Option("--generator", help="generator folder (<run>/generator from wgen train)")
+    ],
+    concept: Annotated[str, typer.Option("--concept", help="the new concept, in words")],
+    images: Annotated[Path, typer.Option("--images", help="folder of your JPEG/PNG photos")],
+    out: Annotated[Path, typer.Option("--out", help="adapter folder to write (peft format)")],
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+) -> None:
+    """Generate a LoRA for a new concept, then fine-tune it on pairs made from your photos
+    until converged; prints the held-back quality against time and writes the adapter."""
+    from wgen.bench.finetune import run_finetune
+    from wgen.generator.checkpoint import GeneratorFolderError
+
+    with reported():
+        set_verbose(False)
+        if not concept.strip():
+            raise ConfigError("--concept: concept text is empty; describe the edit in words")
+        remake = "make it again with `wgen train --out RUN --force` (it writes RUN/generator)"
+        check_readable_folder(generator, "a generator folder from `wgen train`", remake)
+        read_photos(images)
+        check_new_output(out, force, "files (an adapter?)")
+        try:
+            run_finetune(generator, concept.strip(), images, out)
+        except GeneratorFolderError as err:
+            raise InputFileError(generator, str(err)) from None
+
+
 # ---------------------------------------------------------------------------------------
 # Reading what other commands wrote: a damaged file is named, with the command that remakes it
 # ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from wgen.config import Config
 from wgen.core.runfolder import check_input, check_own, stage_folder, stage_record
 from wgen.core.runtime import SUCCESS_FILE, print0, write_json
 
-STAGES_TO_COME = ["tune", "bench", "distill", "pdiff"]
+STAGES_TO_COME = ["distill"]
 
 
 def run_stage(
@@ -89,7 +89,33 @@ def run_demo(config: Config, out: Path, force: bool = False, overrides: Sequence
     for stage in ("pairs", "collect", "train"):
         run_stage(stage, config, out, force=force, overrides=overrides)
     generate_heldout_example(out)
+    demo_bench(config, out, overrides)
     print0(f"demo: stages still to come in this version: {', '.join(STAGES_TO_COME)}")
+
+
+# The demo's bench: the main methods on a few held-out concepts, one seed (a few minutes on
+# 2 cores); `wgen bench --out DIR` on the same folder continues it with every method.
+DEMO_BENCH = {"methods": ["scratch", "lora-zero", "mean", "ridge", "wgen-1"], "seeds": 1}
+DEMO_BENCH_CONCEPTS = 3
+
+
+def demo_bench(config: Config, out: Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A small `wgen bench` at the end of the demo; prints its summary and where the report is."""
+    import dataclasses
+
+    from wgen.bench.stage import BENCH_DIR, run_bench
+
+    concepts = min(config.bench.max_concepts or DEMO_BENCH_CONCEPTS, DEMO_BENCH_CONCEPTS)
+    bench = dataclasses.replace(
+        config.bench, **DEMO_BENCH, max_concepts=concepts, concepts_file=None
+    )
+    print0(
+        f"demo: bench of {', '.join(bench.methods)} on {concepts} held-out concept(s) "
+        f"(the full bench: wgen bench --preset {config.preset} --out {out})"
+    )
+    results = run_bench(dataclasses.replace(config, bench=bench), out, overrides=overrides)
+    print0(f"demo: bench report {Path(out) / BENCH_DIR / 'report.md'}")
+    return results
 
 
 def generate_heldout_example(out: Path) -> dict | None:

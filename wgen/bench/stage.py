@@ -282,7 +282,8 @@ def make_pairs(config: Config, concepts: list[tuple[str, str]]) -> list[ConceptP
     made = []
     for concept_id, text in concepts:
         rng = np.random.default_rng([data.seed, int(concept_id[1:], 16)])
-        pick = np.sort(rng.choice(len(crops), size=data.pairs_per_concept, replace=False))
+        size = min(data.pairs_per_concept, len(crops))  # a user's few photos: every crop
+        pick = np.sort(rng.choice(len(crops), size=size, replace=False))
         sources = crops[pick]
         targets = editor(sources, [text] * len(sources))
         cut = len(pick) - config.collect.eval_pairs

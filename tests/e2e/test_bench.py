@@ -1,0 +1,151 @@
+"""`wgen bench` on the tiny preset, on the shared local Ray: every method, results.json with
+every field, bad concept files refused before Ray starts, and a partial bench resumed
+without redoing its finished (concept, method, seed) runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.e2e.test_train import COLLECT, collect_without_ray, tiny
+from wgen.bench.methods import METHODS
+from wgen.bench.stage import BENCH_DIR, RUNS_DIR
+from wgen.cli import app
+from wgen.core.runfolder import stage_record
+from wgen.core.runtime import SUCCESS_FILE, write_json
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts, run_pairs
+from wgen.gan.training import BASE_DIR, BaseGAN
+from wgen.generator.checkpoint import WeightGenerator
+from wgen.generator.dataset import row_vectors
+from wgen.models.denoiser import build_denoiser
+from wgen.weights.blocks import BlockLayout
+from wgen.weights.codec import BlockCodec
+from wgen.weights.store import WeightStore
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+ARGS = ["--preset", "tiny", *[a for s in COLLECT for a in ("--set", s)]]
+SUMMARY_KEYS = {
+    "median_time_to_converge_s",
+    "median_final_quality",
+    "median_time_to_target_s",
+    "median_steps_to_target",
+    "median_quality_step0",
+}
+
+
+def untrained_generator(config, out: Path) -> Path:
+    """A complete generator folder with an untrained denoiser: the bench only uses the
+    generator's public interface (load + generate), which is what this tests; training it
+    is test_train's (and costs a Ray Train start)."""
+    store = WeightStore(out)
+    manifest = store.manifest()
+    lengths = manifest.group_lengths
+    layout = BlockLayout.from_lengths(lengths, config.denoiser.block_size)
+    rows = row_vectors(store.read(splits=["train"]), len(lengths))
+    generator = WeightGenerator(
+        config=config,
+        denoiser=build_denoiser(config.denoiser, 384),
+        codec=BlockCodec.fit(rows, layout, center=True),
+        manifest=manifest,
+        text_encoder="minilm",
+        text_dim=384,
+        base=BaseGAN.load(out / BASE_DIR),
+    )
+    return generator.save(out / "generator")
+
+
+@pytest.fixture(scope="module")
+def run_folder(ray_local, tmp_path_factory) -> Path:
+    """Pairs, six collected concepts (written as a finished collection) and a generator."""
+    out = tmp_path_factory.mktemp("bench_run")
+    config = tiny()
+    run_pairs(config, out)
+    collect_without_ray(config, out)
+    write_json(WeightStore(out).folder / SUCCESS_FILE, {"record": stage_record(config, "collect")})
+    untrained_generator(config, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def benched(run_folder) -> Path:
+    result = CliRunner().invoke(app, ["bench", *ARGS, "--out", str(run_folder)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return run_folder
+
+
+def test_a_tiny_bench_runs_every_method_and_writes_every_field(benched):
+    folder = benched / BENCH_DIR
+    results = json.loads((folder / "results.json").read_text())
+    assert results["quality_metric"] == {"name": "l1", "lower_is_better": True}
+    assert set(results["summary"]) == set(METHODS), "every method ran"
+    for method, summary in results["summary"].items():
+        assert SUMMARY_KEYS <= set(summary), method
+        assert summary["median_quality_step0"] is not None
+        assert summary["median_final_quality"] is not None
+    # lora-zero's own converged quality is its target: it reaches it, by construction
+    assert results["summary"]["lora-zero"]["reached_target"] >= 1
+    assert results["oracles"] == ["nearest-edit"]
+    assert results["hardware"]["cores"] and results["torch_threads"] >= 1
+    assert results["feature_extractor"]
+    assert results["complete"]
+    heldout = [c.id for c in load_concepts(benched / CONCEPTS_FILE) if c.split == "heldout"]
+    assert sorted(results["concepts"]) == sorted(heldout[:2])
+    run = results["per_concept"][heldout[0]]["runs"][0]
+    for key in ("history", "final", "metrics", "generation_seconds", "time_to_converge_s"):
+        assert key in run, key
+    assert {"0", "5", "10"} == set(run["metrics"]["budgets"])
+    assert run["history"][0]["step"] == 0 and "fd" in run["final"]
+    generated = results["per_concept"][heldout[0]]["methods"]["wgen-1"]
+    assert generated["median_generation_s"] > 0
+    assert generated["median_novelty_distance"] is not None
+    report = (folder / "report.md").read_text()
+    assert "never" in report or "| wgen-1 |" in report
+    for name in ("speedups.png", "grid.png", f"quality_vs_time_{heldout[0]}.png"):
+        assert (folder / "plots" / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("make it zorgly and purple\n", "does not know 'zorgly'"),
+        ("\n  \n# only a comment\n", "lists no concept text"),
+        (None, "is a training concept"),  # the first training concept's own text
+    ],
+    ids=["unknown-word", "empty", "training-concept"],
+)
+def test_a_bad_concepts_file_is_one_clear_line(run_folder, tmp_path, lines, message):
+    if lines is None:
+        train = next(c for c in load_concepts(run_folder / CONCEPTS_FILE) if c.split == "train")
+        lines = train.text + "\n"
+    concepts = tmp_path / "concepts.txt"
+    concepts.write_text(lines)
+    result = CliRunner().invoke(
+        app, ["bench", *ARGS, "--out", str(run_folder), "--concepts", str(concepts)]
+    )
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unknown_method_is_refused_before_ray(run_folder):
+    result = CliRunner().invoke(
+        app, ["bench", *ARGS, "--out", str(run_folder), "--methods", "mean,magic"]
+    )
+    assert result.exit_code == 2 and "unknown ['magic']" in result.output
+
+
+def test_a_partial_bench_resumes_without_redoing_finished_runs(benched):
+    runs = benched / BENCH_DIR / RUNS_DIR
+    files = sorted(runs.glob("*/*.json"))
+    lost = next(f for f in files if f.name == "mean__s0.json")
+    lost.unlink()  # as if the bench had been stopped before this run finished
+    before = {f: f.stat().st_mtime_ns for f in files if f != lost}
+    result = CliRunner().invoke(app, ["bench", *ARGS, "--out", str(benched)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "1 to run" in result.output
+    assert lost.exists(), "the missing run was made again"
+    assert {f: f.stat().st_mtime_ns for f in before} == before, "finished runs were kept"
