@@ -52,11 +52,11 @@ def _start_cluster(temp_dir: str):
             "num_gpus": 0,
             "resources": {"head_node": 1},
             "include_dashboard": False,
-            "_temp_dir": temp_dir,
+            "temp_dir": temp_dir,
         },
     )
     workers = {
-        name: cluster.add_node(num_cpus=2, num_gpus=1, resources={name: 1})
+        name: cluster.add_node(num_cpus=2, num_gpus=1, resources={name: 1}, temp_dir=temp_dir)
         for name in ("worker_a", "worker_b")
     }
     cluster.wait_for_nodes()

@@ -142,7 +142,11 @@ def ray_job(
 
 
 def submit(address: str, env: dict, stage: str, out: Path, submission_id: str):
-    runtime_env = {"env_vars": {"HF_HUB_OFFLINE": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}}
+    # env_vars that init_ray also passes: the job's runtime env must win without a conflict
+    runtime_env = {
+        "excludes": [".git", ".venv", "runs"],
+        "env_vars": {"HF_HUB_OFFLINE": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"},
+    }
     return ray_job(
         address,
         env,

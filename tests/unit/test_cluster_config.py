@@ -61,3 +61,16 @@ def test_runtime_env_installs_the_projects_pinned_dependencies():
     assert "torch==2.14.1" in runtime_env["pip"]["packages"]
     assert runtime_env["working_dir"] == "."
     assert ".venv" in runtime_env["excludes"]
+
+
+def test_inside_a_job_init_ray_leaves_the_jobs_env_vars_to_the_job(monkeypatch):
+    """Ray refuses ray.init's runtime env when it sets an env var the job's also sets."""
+    from wgen.core.runtime import _job_runtime_env_vars
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    assert _job_runtime_env_vars() == {}
+    job = {"runtime_env": {"working_dir": "gcs://x.zip", "env_vars": {"HF_HUB_OFFLINE": "1"}}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    assert _job_runtime_env_vars() == {"HF_HUB_OFFLINE": "1"}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "not json")
+    assert _job_runtime_env_vars() == {}
