@@ -45,6 +45,18 @@ def test_local_head_listens_on_loopback_only(ray_local):
     assert ray.get_runtime_context().gcs_address.startswith("127.0.0.1:")
 
 
+def test_workers_of_a_local_head_address_their_own_cluster(ray_local):
+    # Ray Train's placement-group cleaner resolves "auto" from inside a worker: with another
+    # Ray instance on the machine it asked that one and removed our training's resources.
+    import ray
+
+    @ray.remote(num_cpus=0.1)
+    def ray_address() -> str | None:
+        return os.environ.get("RAY_ADDRESS")
+
+    assert ray.get(ray_address.remote()) == ray.get_runtime_context().gcs_address
+
+
 def test_collect_below_min_converged_exits_3_naming_the_failures(pairs_run, tmp_path):
     out = fresh_run(pairs_run, tmp_path)
     args = ["collect", "--preset", "tiny", "--set", "collect.max_steps=5", "--out", str(out)]
