@@ -226,8 +226,8 @@ def choose_concepts(
             flagged.append(
                 {
                     "text": text,
-                    "reason": f"line {n} is {split_word(twin.split)} concept {twin.id}: "
-                    "its own LoRA was collected, so it is not held out",
+                    "reason": f"line {n} is {split_word(twin.split)} concept of this run "
+                    f"({twin.id}), not a held-out one",
                 }
             )
             print0(f"bench: left out {text!r}: {flagged[-1]['reason']}")
