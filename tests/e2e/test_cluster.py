@@ -274,3 +274,7 @@ def test_a_lost_worker_node_costs_only_its_concepts_in_flight(tmp_path):
         assert result["statuses"][concept]["node"] == "worker_a"
     for concept in set(result["selected"]) - set(lost["victims"]):
         assert result["attempts"][concept] == 1, "finished work was redone"
+
+
+if __name__ == "__main__":
+    main()
