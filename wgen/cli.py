@@ -46,6 +46,14 @@ ForceOption = Annotated[
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", help="also show Ray's own log lines and progress bars")
 ]
+GeneratorOption = Annotated[
+    Path, typer.Option("--generator", help="generator folder (<run>/generator from wgen train)")
+]
+ConceptOption = Annotated[str, typer.Option("--concept", help="the new concept, in words")]
+AdapterOutOption = Annotated[
+    Path, typer.Option("--out", help="adapter folder to write (peft format)")
+]
+ReplaceOption = Annotated[bool, typer.Option("--force", help="replace an existing --out")]
 
 
 @contextmanager
@@ -287,13 +295,11 @@ def bench(
 
 @app.command()
 def finetune(
-    generator: Annotated[
-        Path, typer.Option("--generator", help="generator folder (<run>/generator from wgen train)")
-    ],
-    concept: Annotated[str, typer.Option("--concept", help="the new concept, in words")],
+    generator: GeneratorOption,
+    concept: ConceptOption,
     images: Annotated[Path, typer.Option("--images", help="folder of your JPEG/PNG photos")],
-    out: Annotated[Path, typer.Option("--out", help="adapter folder to write (peft format)")],
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+    out: AdapterOutOption,
+    force: ReplaceOption = False,
 ) -> None:
     """Generate a LoRA for a new concept, then fine-tune it on pairs made from your photos
     until converged; prints the held-back quality against time and writes the adapter."""
@@ -302,10 +308,7 @@ def finetune(
 
     with reported():
         set_verbose(False)
-        if not concept.strip():
-            raise ConfigError("--concept: concept text is empty; describe the edit in words")
-        remake = "make it again with `wgen train --out RUN --force` (it writes RUN/generator)"
-        check_readable_folder(generator, "a generator folder from `wgen train`", remake)
+        check_generator_and_concept(generator, concept)
         read_photos(images)
         check_new_output(out, force, "files (an adapter?)")
         try:
@@ -351,6 +354,14 @@ def check_readable_folder(folder: Path, what: str, remake: str) -> None:
             ) from None
 
 
+def check_generator_and_concept(generator: Path, concept: str) -> None:
+    """What `wgen generate` and `wgen finetune` read first: a concept text and a generator."""
+    if not concept.strip():
+        raise ConfigError("--concept: concept text is empty; describe the edit in words")
+    remake = "make it again with `wgen train --out RUN --force` (it writes RUN/generator)"
+    check_readable_folder(generator, "a generator folder from `wgen train`", remake)
+
+
 def check_new_output(out: Path, force: bool, what: str) -> None:
     """Refuse to overwrite a non-empty ``out`` unless ``force``, and a path that cannot
     become a folder; nothing is created here, so a later error leaves no empty folder."""
@@ -365,11 +376,9 @@ def check_new_output(out: Path, force: bool, what: str) -> None:
 
 @app.command()
 def generate(
-    generator: Annotated[
-        Path, typer.Option("--generator", help="generator folder (<run>/generator from wgen train)")
-    ],
-    concept: Annotated[str, typer.Option("--concept", help="the new concept, in words")],
-    out: Annotated[Path, typer.Option("--out", help="adapter folder to write (peft format)")],
+    generator: GeneratorOption,
+    concept: ConceptOption,
+    out: AdapterOutOption,
     steps: Annotated[
         int | None,
         typer.Option("--steps", help="1 = the paper's single direct step; N > 1 = N DDIM steps"),
@@ -381,7 +390,7 @@ def generate(
             "--base", help="base GAN folder the adapter is for (checked: same fingerprint)"
         ),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+    force: ReplaceOption = False,
 ) -> None:
     """Generate a LoRA for a new concept and write it as a peft adapter; prints the time."""
     from wgen.generator.checkpoint import GeneratorFolderError
@@ -392,10 +401,7 @@ def generate(
         set_verbose(False)
         if steps is not None and steps < 1:
             raise ConfigError(f"--steps must be at least 1, got {steps}")
-        if not concept.strip():
-            raise ConfigError("--concept: concept text is empty; describe the edit in words")
-        remake = "make it again with `wgen train --out RUN --force` (it writes RUN/generator)"
-        check_readable_folder(generator, "a generator folder from `wgen train`", remake)
+        check_generator_and_concept(generator, concept)
         if base is not None:
             check_readable_folder(base, "a base GAN folder (RUN/base)", "`wgen collect` makes it")
         check_new_output(out, force, "files (an adapter?)")
