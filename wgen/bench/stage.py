@@ -468,7 +468,7 @@ def run_bench(
     plan.folder.mkdir(parents=True, exist_ok=True)
     fields = bench_fields(config, plan.generator_dir)
     write_json(plan.folder / RECORD_FILE, {"fingerprint": fingerprint(fields), "fields": fields})
-    config.save(plan.out / "config.bench.yaml")
+    config.save(plan.folder / "config.yaml")  # inside bench/: nothing else of DIR is touched
     todo = plan.todo()
     total = len(plan.concepts) * len(plan.methods) * len(plan.seeds)
     print0(
