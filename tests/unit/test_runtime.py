@@ -38,3 +38,15 @@ def test_torch_threads_restores_the_thread_count():
         assert torch.get_num_threads() == before + 1
         raise RuntimeError("generation failed")
     assert torch.get_num_threads() == before
+
+
+def test_quiet_logging_hides_warnings_about_what_wgen_chose(monkeypatch):
+    import logging
+
+    from wgen.core.runtime import VERBOSE_ENV, quiet_logging
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    quiet_logging()
+    bars = logging.getLogger("ray.data._internal.progress")  # "Progress bars disabled ..."
+    assert not bars.isEnabledFor(logging.WARNING) and bars.isEnabledFor(logging.ERROR)
+    assert logging.getLogger("ray.data").isEnabledFor(logging.WARNING)  # other warnings stay

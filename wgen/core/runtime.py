@@ -37,6 +37,7 @@ LOCAL_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1"}
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 VERBOSE_ENV = "WGEN_VERBOSE"  # "1": Ray's own INFO logs and progress bars (wgen --verbose)
 QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "urllib3")
+DELIBERATE_WARNINGS = ("ray.data._internal.progress",)
 # Without --verbose: no hub/transformers progress bars ("Loading weights: 100%" on every
 # `wgen generate`) and only their errors; set where the user has not chosen otherwise.
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
@@ -63,6 +64,10 @@ def quiet_logging() -> None:
     level = logging.INFO if verbose() else logging.WARNING
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    # Warnings about what wgen did on purpose: Ray Data's bars are off because wgen prints a
+    # line per event ("Progress bars disabled. To enable, ..." on every dataset otherwise).
+    for name in DELIBERATE_WARNINGS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose() else logging.ERROR)
 
 
 def pin_own_cluster() -> None:
