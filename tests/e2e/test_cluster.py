@@ -216,6 +216,10 @@ def run_scenario(name: str, folder: Path, timeout: float) -> dict:
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": str(ROOT),
+        # Three raylets, each waiting for its metrics agent, on a loaded 2-core machine: the
+        # default wait (~1 min) ran out here and the head's raylet aborted.
+        "RAY_agent_register_timeout_ms": "600000",
+        "RAY_raylet_start_wait_time_s": "600",
     }
     env.pop("RAY_ADDRESS", None)  # never the session's shared Ray
     log = folder / "scenario.log"
