@@ -38,6 +38,9 @@ LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 VERBOSE_ENV = "WGEN_VERBOSE"  # "1": Ray's own INFO logs and progress bars (wgen --verbose)
 QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "urllib3")
 DELIBERATE_WARNINGS = ("ray.data._internal.progress",)
+PLACEMENT_GROUP_CLEANER_LOGGER = (
+    "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+)
 # Without --verbose: no hub/transformers progress bars ("Loading weights: 100%" on every
 # `wgen generate`) and only their errors; set where the user has not chosen otherwise.
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
@@ -78,10 +81,18 @@ def pin_own_cluster() -> None:
     dashboard, did not find our controller there, took it for dead and removed the running
     training's placement group (measured here: it killed a generator training at epoch 35
     while a test suite ran its own Ray). Pinned, the question goes to the right cluster.
+    A local head has no dashboard, so that State API query always fails and the cleaner
+    logged "Failed to query Ray Train Controller actor state" every few seconds: those
+    warnings are only shown with --verbose.
     """
+    import logging
+
     import ray
 
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).setLevel(
+        logging.INFO if verbose() else logging.ERROR
+    )
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -106,7 +117,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     job_env_vars = _job_runtime_env_vars()
     passed = [
         k
-        for k in (*RAY_ENV_DEFAULTS, *LOCAL_ENV_DEFAULTS, *QUIET_ENV)
+        for k in (*RAY_ENV_DEFAULTS, *LOCAL_ENV_DEFAULTS, *QUIET_ENV, VERBOSE_ENV)
         if k in os.environ and k not in job_env_vars
     ]
     # Workers inherit these so a local head behaves like the driver (offline, fast reports).
