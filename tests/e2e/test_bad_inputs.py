@@ -57,12 +57,16 @@ def test_workers_of_a_local_head_address_their_own_cluster(ray_local):
         from wgen.core.runtime import PLACEMENT_GROUP_CLEANER_LOGGER
 
         cleaner = logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER)
-        return os.environ.get("RAY_ADDRESS"), cleaner.isEnabledFor(logging.WARNING)
+        noisy = cleaner.isEnabledFor(logging.WARNING) or logging.getLogger("ray.data").isEnabledFor(
+            logging.INFO
+        )
+        return os.environ.get("RAY_ADDRESS"), noisy
 
-    address, cleaner_warns = ray.get(ray_address_and_cleaner_warnings.remote())
+    address, noisy = ray.get(ray_address_and_cleaner_warnings.remote())
     assert address == ray.get_runtime_context().gcs_address
-    # without a dashboard its State API query always fails: a warning every few seconds
-    assert not cleaner_warns
+    # without a dashboard the cleaner's State API query always fails (a warning every few
+    # seconds), and Ray Data's INFO lines in actors are dataset plans: both off in workers
+    assert not noisy
 
 
 def test_collect_below_min_converged_exits_3_naming_the_failures(pairs_run, tmp_path):

@@ -90,6 +90,7 @@ def pin_own_cluster() -> None:
     import ray
 
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+    quiet_logging()  # Ray Data/Train INFO lines from actors (dataset plans, checkpoints)
     logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).setLevel(
         logging.INFO if verbose() else logging.ERROR
     )

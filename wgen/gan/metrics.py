@@ -95,7 +95,8 @@ def to_unit(images: np.ndarray) -> np.ndarray:
 
 def uint8_to_model(images: np.ndarray) -> torch.Tensor:
     """uint8 NHWC images → float32 NCHW tensor on [-1, 1], the generators' input convention."""
-    pixels = torch.from_numpy(np.ascontiguousarray(check_images(images)))
+    # C-contiguous and writable (arrays from Ray's object store are read-only: torch warns)
+    pixels = torch.from_numpy(np.require(check_images(images), requirements=["C", "W"]))
     return pixels.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
 
 

@@ -221,9 +221,10 @@ class TextTable:
     """
 
     def __init__(self, data: BlockData, device: torch.device) -> None:
-        self.states = torch.as_tensor(data.text_states, device=device)
-        self.wordings = torch.as_tensor(data.wordings)
-        self.counts = torch.as_tensor(data.n_wordings)
+        # np.require: arrays from Ray's object store are read-only, which torch warns about
+        self.states = torch.as_tensor(np.require(data.text_states, requirements="W"), device=device)
+        self.wordings = torch.as_tensor(np.require(data.wordings, requirements="W"))
+        self.counts = torch.as_tensor(np.require(data.n_wordings, requirements="W"))
 
     def own(self, concepts: torch.Tensor) -> torch.Tensor:
         return self.states[concepts.to(self.states.device)]
