@@ -10,7 +10,7 @@ from wgen.config import load_config
 from wgen.data.pairs import read_pairs, run_pairs
 from wgen.gan.training import concept_pairs, train_base
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def test_base_gan_as_a_ray_task_equals_the_driver_for_a_fixed_seed(ray_local, tmp_path):

@@ -64,7 +64,10 @@ def ensure_base(config: Config, out: Path) -> BaseGAN:
     print0(
         f"collect: training the base generator on {len(ids)} training concepts ({config.gan.base_steps} steps)"
     )
-    base = train_base_on_ray(config, out, ids)
+    # In the driver for now: the Ray-task path (`train_base_on_ray`, for GPU clusters) failed
+    # under pytest's CliRunner with "SystemError: __new__ returned a result with an exception
+    # set" (cause not found yet); its own test is in the slow tier.
+    base = train_base(config, concept_pairs(read_pairs(Path(out), concept_ids=ids), config))
     base.save(folder)
     print0(
         f"collect: base generator {base.fingerprint} trained in {base.info['seconds']} s "
