@@ -37,10 +37,12 @@ LOCAL_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1"}
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 VERBOSE_ENV = "WGEN_VERBOSE"  # "1": Ray's own INFO logs and progress bars (wgen --verbose)
 QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "urllib3")
-DELIBERATE_WARNINGS = ("ray.data._internal.progress",)
 PLACEMENT_GROUP_CLEANER_LOGGER = (
     "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 )
+# Warnings about what wgen does on purpose: Ray Data's bars are off (wgen prints a line per
+# event), and a local head has no dashboard, so the cleaner's State API query always fails.
+DELIBERATE_WARNINGS = ("ray.data._internal.progress", PLACEMENT_GROUP_CLEANER_LOGGER)
 # Without --verbose: no hub/transformers progress bars ("Loading weights: 100%" on every
 # `wgen generate`) and only their errors; set where the user has not chosen otherwise.
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
@@ -67,9 +69,7 @@ def quiet_logging() -> None:
     level = logging.INFO if verbose() else logging.WARNING
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level)
-    # Warnings about what wgen did on purpose: Ray Data's bars are off because wgen prints a
-    # line per event ("Progress bars disabled. To enable, ..." on every dataset otherwise).
-    for name in DELIBERATE_WARNINGS:
+    for name in DELIBERATE_WARNINGS:  # see DELIBERATE_WARNINGS
         logging.getLogger(name).setLevel(logging.INFO if verbose() else logging.ERROR)
 
 
@@ -85,15 +85,11 @@ def pin_own_cluster() -> None:
     logged "Failed to query Ray Train Controller actor state" every few seconds: those
     warnings are only shown with --verbose.
     """
-    import logging
 
     import ray
 
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
-    quiet_logging()  # Ray Data/Train INFO lines from actors (dataset plans, checkpoints)
-    logging.getLogger(PLACEMENT_GROUP_CLEANER_LOGGER).setLevel(
-        logging.INFO if verbose() else logging.ERROR
-    )
+    quiet_logging()  # Ray Data/Train INFO lines and the cleaner's warnings, in actors too
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
