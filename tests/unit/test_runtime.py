@@ -50,3 +50,12 @@ def test_quiet_logging_hides_warnings_about_what_wgen_chose(monkeypatch):
     bars = logging.getLogger("ray.data._internal.progress")  # "Progress bars disabled ..."
     assert not bars.isEnabledFor(logging.WARNING) and bars.isEnabledFor(logging.ERROR)
     assert logging.getLogger("ray.data").isEnabledFor(logging.WARNING)  # other warnings stay
+
+
+def test_ray_train_logs_warnings_only_unless_verbose(monkeypatch):
+    from wgen.core.runtime import VERBOSE_ENV, train_logging_config
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    assert train_logging_config().log_level == "WARNING"  # no TrainingReport(...) per epoch
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    assert train_logging_config().log_level == "INFO"

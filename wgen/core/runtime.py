@@ -73,6 +73,19 @@ def quiet_logging() -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose() else logging.ERROR)
 
 
+def train_logging_config():
+    """Ray Train's own log level for a `RunConfig`: WARNING unless ``--verbose``.
+
+    Ray Train configures the `ray.train` logger of its controller and workers itself, after
+    any setup hook ran, so `quiet_logging` cannot reach it; this is Ray Train's switch. It
+    drops the per-epoch "Reporting training result ...: TrainingReport(...)" and "Checkpoint
+    successfully created" lines and the controller's start-up lines.
+    """
+    from ray.train import LoggingConfig
+
+    return LoggingConfig(log_level="INFO" if verbose() else "WARNING")
+
+
 def pin_own_cluster() -> None:
     """Every worker of a local head: RAY_ADDRESS = this cluster's own GCS.
 

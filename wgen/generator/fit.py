@@ -43,7 +43,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wgen.config import Config, TrainConfig
-from wgen.core.runtime import atomic_dir, init_ray, print0, read_json, write_json
+from wgen.core.runtime import (
+    atomic_dir,
+    init_ray,
+    print0,
+    read_json,
+    train_logging_config,
+    write_json,
+)
 from wgen.gan.metrics import build_feature_extractor
 from wgen.gan.quality import concept_evals, mean_metrics, score_lora
 from wgen.gan.training import BASE_DIR, BaseGAN, weight_manifest
@@ -643,6 +650,7 @@ def fit_generator(
             name=name,
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=train.max_failures),
+            logging_config=train_logging_config(),
             checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
             callbacks=callbacks,
         ),

@@ -38,7 +38,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wgen.config import Config, DenoiserConfig, PdiffConfig
-from wgen.core.runtime import atomic_dir, print0, read_json, write_json
+from wgen.core.runtime import atomic_dir, print0, read_json, train_logging_config, write_json
 from wgen.generator.diffusion import WeightDiffusion, masked_mse
 from wgen.models.param_autoencoder import LatentDenoiser, ParamAutoencoder
 from wgen.weights.format import Manifest
@@ -295,6 +295,7 @@ def fit_pdiff(config: Config, setting: str, standardised: np.ndarray, storage: P
             name=f"pdiff-{setting}-{fit_digest(cfg, setting)}",
             storage_path=str(Path(storage).resolve()),
             failure_config=FailureConfig(max_failures=2),
+            logging_config=train_logging_config(),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
         datasets={"train": ray.data.from_numpy(standardised)},
