@@ -147,6 +147,9 @@ class DenoiserConfig:
     # Also add the pooled text tokens to the t/n embedding (Imagen, SDXL), so the text
     # modulates every ResBlock; False = the text enters through cross-attention only.
     text_in_emb: bool = False
+    # A per-block readout of the pooled text added to the output (`BlockReadout`): rank of
+    # its text features; 0 = off (the UNet alone, the paper's model).
+    block_readout: int = 0
     cond_drop: float = 0.0  # probability of replacing the text by the null embedding (guidance)
     center: bool = (
         True  # model each weight minus its mean over the training checkpoints (False = raw)
@@ -833,6 +836,7 @@ def validate_train(config: Config) -> None:
     )
     _at_least(den, "block_size", 1)
     _at_least(den, "index_dim", 2)
+    _at_least(den, "block_readout", 0, "0 = off")
     _at_least(den, "train_timesteps", 2)
     _need(
         den.prediction in PREDICTION_TYPES,

@@ -198,3 +198,29 @@ def test_pooled_text_in_the_embedding_reads_only_the_real_tokens() -> None:
             {k: v for k, v in model.state_dict().items() if not k.startswith("text_mlp.")}
         )
     assert not torch.allclose(off(x, t, n, text), model(x, t, n, text), atol=1e-5)
+
+
+def test_the_block_readout_starts_at_zero_and_writes_each_block_from_the_text() -> None:
+    torch.manual_seed(0)
+    cfg = DenoiserConfig(size="tiny", block_size=32, index_dim=16, block_readout=4)
+    with pytest.raises(ValueError, match="n_blocks"):
+        build_denoiser(cfg, TEXT_DIM)
+    model = build_denoiser(cfg, TEXT_DIM, n_blocks=3).eval()
+    x, t, n, text = inputs(3, 32)
+    assert torch.count_nonzero(model(x, t, n, text)) == 0  # still the centre at init
+    with torch.no_grad():
+        model.readout.weight.normal_()
+    out = model(x, t, n, text)
+    # Block 0 with another text, and the same text for blocks 0 and 1, differ.
+    other = model(x[:1], t[:1], n[:1], text[1:2])
+    assert not torch.allclose(out[:1], other)
+    shared = model(x[:2], t[:2], n[:2], text[:1])
+    assert not torch.allclose(shared[0], shared[1])
+    # Padding does not change the pooled text; the null text (all zeros) is the null tokens'.
+    padded = torch.cat((text[:1], torch.zeros(1, 2, TEXT_DIM)), dim=1)
+    torch.testing.assert_close(model(x[:1], t[:1], n[:1], padded), out[:1])
+    null = model.readout_text(torch.zeros(1, 5, TEXT_DIM), None, None)
+    torch.testing.assert_close(null, model.null_text.mean(0, keepdim=True))
+    # The readout learns: its U gets a gradient through the output.
+    out.sum().backward()
+    assert model.readout.weight.grad is not None and model.readout.weight.grad.abs().sum() > 0

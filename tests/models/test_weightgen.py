@@ -36,11 +36,11 @@ def tiny_base(seed: int = 0) -> BaseGAN:
     )
 
 
-def tiny_generator(seed: int = 0) -> WeightGenerator:
+def tiny_generator(seed: int = 0, block_readout: int = 0) -> WeightGenerator:
     """An untrained generator with real statistics: LoRA states at three different inits.
-    Its denoiser's output layer gets random weights (it starts at zero), so the noise seed
-    and the text show in what it generates, as in a trained one."""
-    config = load_config("tiny")
+    Its denoiser's output layer (and block readout) gets random weights (they start at
+    zero), so the noise seed and the text show in what it generates, as in a trained one."""
+    config = load_config("tiny", [f"denoiser.block_readout={block_readout}"])
     base = tiny_base()
     manifest = weight_manifest(base, config)
     layout = BlockLayout.from_lengths(manifest.group_lengths, config.denoiser.block_size)
@@ -52,8 +52,10 @@ def tiny_generator(seed: int = 0) -> WeightGenerator:
     codec = BlockCodec.fit(rows, layout, center=True)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        denoiser = build_denoiser(config.denoiser, TEXT_DIM)
+        denoiser = build_denoiser(config.denoiser, TEXT_DIM, n_blocks=layout.n_blocks)
         torch.nn.init.normal_(denoiser.conv_out.weight, std=0.3)
+        if denoiser.readout is not None:
+            torch.nn.init.normal_(denoiser.readout.weight, std=0.3)
     return WeightGenerator(config, denoiser, codec, manifest, "minilm", TEXT_DIM, base)
 
 
@@ -102,7 +104,9 @@ def test_generation_is_deterministic_per_seed(generator):
     assert any(not torch.equal(first[k], other[k]) for k in first)
 
 
-def test_save_load_round_trip_generates_identically(generator, tmp_path):
+@pytest.mark.parametrize("block_readout", [0, 4])
+def test_save_load_round_trip_generates_identically(tmp_path, block_readout):
+    generator = tiny_generator(block_readout=block_readout)
     generator.save(tmp_path / "gen")
     loaded = WeightGenerator.load(tmp_path / "gen")
     assert loaded.fingerprint == generator.fingerprint and loaded.text_dim == TEXT_DIM

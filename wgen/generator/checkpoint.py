@@ -270,10 +270,10 @@ class WeightGenerator:
             )
         check_generator_folder(folder)
         config = Config.load(folder / CONFIG_YAML)
-        denoiser = build_denoiser(config.denoiser, meta["text_dim"])
-        denoiser.load_state_dict(load_file(str(folder / DENOISER_FILE)))
         manifest = Manifest.from_json((folder / MANIFEST_FILE).read_text())
         layout = BlockLayout.from_lengths(manifest.group_lengths, config.denoiser.block_size)
+        denoiser = build_denoiser(config.denoiser, meta["text_dim"], n_blocks=layout.n_blocks)
+        denoiser.load_state_dict(load_file(str(folder / DENOISER_FILE)))
         return cls(
             config=config,
             denoiser=denoiser,

@@ -484,7 +484,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     with torch.random.fork_rng():  # every rank builds the same initial weights
         torch.manual_seed(train.seed)
-        model = build_denoiser(config.denoiser, data.text_dim)
+        model = build_denoiser(config.denoiser, data.text_dim, n_blocks=data.layout.n_blocks)
     if config.denoiser.cond_drop == 0.0:
         # Never dropped, the null text gets no gradient, which DDP would wait for forever.
         model.null_text.requires_grad_(False)

@@ -38,6 +38,7 @@ __all__ = [
     "DenoiserSize",
     "EmbeddingMLP",
     "ResBlock1D",
+    "BlockReadout",
     "build_denoiser",
     "sin_enc",
 ]
@@ -51,6 +52,8 @@ act = F.hardswish
 # The guidance weight w lives in roughly [0, 10]; scaled by this it spans the same range
 # as integer timesteps t in [0, 1000), so one sinusoidal encoding suits both.
 EXTRA_COND_SCALE = 100.0
+# Width of the block readout's text MLP (as the `hyper` baseline's hidden layers).
+READOUT_HIDDEN = 256
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,6 +186,32 @@ class CrossAttnBlock1D(nn.Module):
         return h.transpose(1, 2)
 
 
+class BlockReadout(nn.Module):
+    """(pooled text, block index n) → the block's b values: out_n = U_n · f(τ) + c_n.
+
+    A hypernetwork's readout, one per block: f is a small MLP of the pooled text to ``rank``
+    features and U_n (rank × b), c_n (b) are learned for each of the N blocks. The UNet
+    reaches block n only through SinEnc(n) in its embedding and has a few thousand weights
+    to say what every block should hold for a text; the `hyper` baseline writes each weight
+    from its own output unit and closed twice the gap (DESIGN.md, "What makes the generator
+    generalise"). U and c start at zero: the readout adds nothing until training moves it.
+    """
+
+    def __init__(self, text_dim: int, n_blocks: int, block_size: int, rank: int, hidden: int):
+        super().__init__()
+        self.feature = nn.Sequential(
+            nn.Linear(text_dim, hidden), Activation(), nn.Linear(hidden, rank)
+        )
+        self.weight = nn.Parameter(torch.zeros(n_blocks, rank, block_size))
+        self.bias = nn.Parameter(torch.zeros(n_blocks, block_size))
+
+    def forward(self, pooled_text: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """pooled_text (B or 1, text_dim), n (B,) → (B, 1, b)."""
+        feature = self.feature(pooled_text).expand(n.shape[0], -1)  # (B, rank)
+        out = torch.einsum("br,brl->bl", feature, self.weight[n]) + self.bias[n]
+        return out[:, None, :]
+
+
 class _Level(nn.Module):
     """One resolution of the UNet: ResBlocks, then a Transformer block if enabled."""
 
@@ -254,7 +283,9 @@ class Denoiser(nn.Module):
         extra_cond: bool = False,
         text_view: str = "tokens",
         text_in_emb: bool = False,
+        readout: tuple[int, int, int] | None = None,
     ) -> None:
+        """``readout``: (N blocks, b, rank) adds a `BlockReadout` to the output; None = off."""
         super().__init__()
         if text_view not in ("tokens", "pooled"):
             raise ValueError(f"text view must be 'tokens' or 'pooled', got {text_view!r}")
@@ -321,6 +352,9 @@ class Denoiser(nn.Module):
         # the function-space term only moves it where the GAN's output improves (as `hyper`).
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        self.readout = (
+            None if readout is None else BlockReadout(text_dim, *readout, hidden=READOUT_HIDDEN)
+        )
 
     def embed(
         self,
@@ -356,6 +390,28 @@ class Denoiser(nn.Module):
             return self.text_mlp(context.mean(dim=1))
         weight = mask.to(context.dtype)[:, :, None]
         return self.text_mlp((context * weight).sum(1) / weight.sum(1).clamp_min(1.0))
+
+    def readout_text(
+        self,
+        text: torch.Tensor,
+        drop_text: torch.Tensor | None,
+        text_rows: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """τ(T) pooled for the readout: (B or 1, text_dim), the mean of the text's token
+        states (its padding left out), or the mean of the null tokens where the text is
+        dropped or all zeros, as `text_context` decides for the attention."""
+        text = text.to(self.null_text.dtype)
+        if self.text_view == "tokens":
+            present = (text.abs().sum(-1) > 0).to(text.dtype)[:, :, None]
+            pooled = (text * present).sum(1) / present.sum(1).clamp_min(1.0)
+            null = self.null_text.mean(0, keepdim=True)
+        else:
+            pooled, null = text, self.null_text[None]
+        empty = text.abs().flatten(1).sum(1) == 0
+        if text_rows is not None:
+            pooled, empty = pooled[text_rows], empty[text_rows]
+        drop = empty if drop_text is None else drop_text.reshape(-1) | empty
+        return torch.where(drop[:, None], null, pooled)
 
     def text_context(
         self,
@@ -449,8 +505,11 @@ class Denoiser(nn.Module):
                 h = self.upsample[level](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         # 6. Output projection to p values per position, unpatchify, crop the padding.
         out = self.conv_out(act(self.norm_out(h)))  # (B, p, L / p)
-        out = out.transpose(1, 2).reshape(batch, 1, -1)
-        return out[:, :, :block_size]
+        out = out.transpose(1, 2).reshape(batch, 1, -1)[:, :, :block_size]
+        if self.readout is not None:  # 7. The per-block readout of the pooled text.
+            pooled = self.readout_text(text.to(x.device), drop_text, text_rows)
+            out = out + self.readout(pooled, n.to(x.device))
+        return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -476,10 +535,18 @@ DENOISER_SIZES: dict[str, DenoiserSize] = {
 }  # fmt: skip
 
 
-def build_denoiser(cfg: DenoiserConfig, text_dim: int, extra_cond: bool = False) -> Denoiser:
-    """The denoiser for `cfg.size` and the text encoder's width; `extra_cond` adds a w input."""
+def build_denoiser(
+    cfg: DenoiserConfig, text_dim: int, extra_cond: bool = False, n_blocks: int | None = None
+) -> Denoiser:
+    """The denoiser for `cfg.size` and the text encoder's width; `extra_cond` adds a w input.
+    ``n_blocks`` (N of the weight layout) is needed when ``cfg.block_readout`` > 0."""
     if cfg.size not in DENOISER_SIZES:
         raise ValueError(f"unknown denoiser size {cfg.size!r}; valid: {sorted(DENOISER_SIZES)}")
+    readout = None
+    if cfg.block_readout > 0:
+        if n_blocks is None:
+            raise ValueError("denoiser.block_readout > 0 needs n_blocks, the layout's block count")
+        readout = (n_blocks, cfg.block_size, cfg.block_readout)
     return Denoiser(
         DENOISER_SIZES[cfg.size],
         text_dim,
@@ -487,4 +554,5 @@ def build_denoiser(cfg: DenoiserConfig, text_dim: int, extra_cond: bool = False)
         extra_cond=extra_cond,
         text_view=cfg.text,
         text_in_emb=cfg.text_in_emb,
+        readout=readout,
     )
