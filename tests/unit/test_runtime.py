@@ -59,3 +59,19 @@ def test_ray_train_logs_warnings_only_unless_verbose(monkeypatch):
     assert train_logging_config().log_level == "WARNING"  # no TrainingReport(...) per epoch
     monkeypatch.setenv(VERBOSE_ENV, "1")
     assert train_logging_config().log_level == "INFO"
+
+
+def test_ray_data_stays_quiet_after_it_reconfigures_its_logger(monkeypatch):
+    import logging
+
+    from ray.data._internal.logging import configure_logging
+
+    from wgen.core.runtime import QUIET_ENV, VERBOSE_ENV, quiet_logging
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    for key in QUIET_ENV:
+        monkeypatch.delenv(key, raising=False)
+    quiet_logging()
+    configure_logging()  # what Ray Data does again for every dataset, in every worker
+    data = logging.getLogger("ray.data")
+    assert not data.isEnabledFor(logging.INFO) and data.isEnabledFor(logging.WARNING)

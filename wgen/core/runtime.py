@@ -45,7 +45,13 @@ PLACEMENT_GROUP_CLEANER_LOGGER = (
 DELIBERATE_WARNINGS = ("ray.data._internal.progress", PLACEMENT_GROUP_CLEANER_LOGGER)
 # Without --verbose: no hub/transformers progress bars ("Loading weights: 100%" on every
 # `wgen generate`) and only their errors; set where the user has not chosen otherwise.
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+# RAY_DATA_LOG_LEVEL: Ray Data re-configures its logger (level DEBUG, console INFO) for every
+# dataset in every worker, undoing a level set once; this variable is the level it then uses.
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "RAY_DATA_LOG_LEVEL": "WARNING",
+}
 
 
 def set_ray_env_defaults(local: bool = False) -> None:
