@@ -573,6 +573,14 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return dict(value)
     if origin is list:
         (item_type,) = args
+        if isinstance(value, str) and value.strip().startswith("["):
+            # YAML's flow list, as a preset writes it: [a, b] or ["a", "b"]
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(
+                    f"{name}: cannot read {value!r} as a list; write a,b or [a, b]"
+                ) from None
         if isinstance(value, str):
             items = [v.strip() for v in value.split(",") if v.strip()]
         elif isinstance(value, (list, tuple)):

@@ -22,6 +22,11 @@ def test_optional_and_list_fields_accept_none_and_commas():
     config = load_config("demo", ["collect.max_concepts=none", "lora.targets=down.0,up.1"])
     assert config.collect.max_concepts is None
     assert config.lora.targets == ["down.0", "up.1"]
+    for written in ("[mlp]", '["mlp"]'):  # YAML's flow list, as the presets write lists
+        assert load_config("demo", [f"pdiff.settings={written}"]).pdiff.settings == ["mlp"]
+    assert load_config("demo", ["pdiff.noise_scales=[0.1, 0.3]"]).pdiff.noise_scales == [0.1, 0.3]
+    with pytest.raises(ConfigError, match=r"write a,b or \[a, b\]"):
+        load_config("demo", ["pdiff.settings=[mlp"])
 
 
 def test_unknown_key_names_the_key_and_the_valid_ones():
