@@ -75,3 +75,22 @@ def test_ray_data_stays_quiet_after_it_reconfigures_its_logger(monkeypatch):
     configure_logging()  # what Ray Data does again for every dataset, in every worker
     data = logging.getLogger("ray.data")
     assert not data.isEnabledFor(logging.INFO) and data.isEnabledFor(logging.WARNING)
+
+
+def test_ray_trains_per_report_line_is_quiet(monkeypatch):
+    """Ray Train's worker context logs "Reporting training result N: TrainingReport(...)" on
+    a logger named by its file's path, outside the "ray" tree."""
+    import logging
+
+    from ray.train.v2._internal.execution import context
+
+    from wgen.core.runtime import VERBOSE_ENV, quiet_logging
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    quiet_logging()
+    assert not context.logger.isEnabledFor(logging.INFO)
+    monkeypatch.setenv(VERBOSE_ENV, "1")
+    quiet_logging()
+    assert context.logger.isEnabledFor(logging.INFO)
+    monkeypatch.delenv(VERBOSE_ENV)
+    quiet_logging()

@@ -37,6 +37,10 @@ LOCAL_ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1"}
 LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 VERBOSE_ENV = "WGEN_VERBOSE"  # "1": Ray's own INFO logs and progress bars (wgen --verbose)
 QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "filelock", "urllib3")
+# Loggers named by their file's path (logging.getLogger(__file__)), outside the "ray" tree:
+# Ray Train's worker context logs "Reporting training result N: TrainingReport(...)" at INFO
+# on the worker's root logger, once per report.
+PATH_NAMED_LOGGERS = ("train/v2/_internal/execution/context.py",)  # under ray's package folder
 PLACEMENT_GROUP_CLEANER_LOGGER = (
     "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 )
@@ -66,6 +70,7 @@ def verbose() -> bool:
 
 def quiet_logging() -> None:
     """Ray's INFO lines off unless ``--verbose``: wgen prints one line per event itself."""
+    import importlib.util
     import logging
 
     if not verbose():
@@ -75,6 +80,9 @@ def quiet_logging() -> None:
     level = logging.INFO if verbose() else logging.WARNING
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    ray_folder = os.path.dirname(importlib.util.find_spec("ray").origin)  # without importing
+    for relative in PATH_NAMED_LOGGERS:
+        logging.getLogger(os.path.join(ray_folder, relative)).setLevel(level)
     for name in DELIBERATE_WARNINGS:  # see DELIBERATE_WARNINGS
         logging.getLogger(name).setLevel(logging.INFO if verbose() else logging.ERROR)
 

@@ -331,7 +331,8 @@ def concept_epoch(
     diff_sum, func_sum, steps = 0.0, 0.0, 0
     start = time.perf_counter()
     for batch in shard.iter_batches(batch_size=concepts_per_step, batch_format="numpy"):
-        concepts = torch.as_tensor(batch["concept"])
+        # One concept per step: a zero-copy, read-only view of the object store (torch warns)
+        concepts = torch.as_tensor(np.require(batch["concept"], requirements="W"))
         count, k, n_blocks, block_size = batch["blocks"].shape
         text = texts.states[texts.draw_ids(concepts, generator).to(device)]
         rows = torch.arange(count, device=device).repeat_interleave(n_blocks)
