@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,8 @@ from typer.testing import CliRunner
 from wgen.cli import app
 from wgen.collect.stage import collect_one, ensure_base, select_concepts
 from wgen.config import load_config
+from wgen.core.runfolder import stage_record
+from wgen.core.runtime import SUCCESS_FILE, write_json
 from wgen.data.pairs import read_pairs, run_pairs
 from wgen.gan.lora import load_adapter, trainable_state_dict
 from wgen.gan.metrics import build_feature_extractor
@@ -208,3 +212,35 @@ def test_cli_generate_errors_are_clear(trained, tmp_path):
     steps = _generate("--generator", generator, "--concept", "sepia", "--out", out, "--steps", "0")
     assert steps.exit_code == 2 and "--steps" in steps.output
     assert not (tmp_path / "adapter").exists(), "no error wrote an adapter"
+
+
+def test_ctrl_c_during_training_exits_130_and_says_how_to_resume(ray_local, weights_run, tmp_path):
+    """Ray Train's own SIGINT handler used to turn Ctrl-C into a silent exit 1."""
+    out = tmp_path / "run"
+    shutil.copytree(weights_run, out, ignore=shutil.ignore_patterns("ray_results", GENERATOR_DIR))
+    # The fixture's collection skipped the stage driver: record it as `wgen collect` would.
+    write_json(
+        out / "weights" / SUCCESS_FILE, {"concepts": 6, "record": stage_record(tiny(), "collect")}
+    )
+    settings = [*COLLECT, "train.epochs=50"]
+    args = ["--preset", "tiny", "--out", str(out)] + [a for s in settings for a in ("--set", s)]
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    job = subprocess.Popen(
+        [sys.executable, "-m", "wgen", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines = []
+    for line in job.stdout:  # the first epoch is done: a checkpoint to resume from exists
+        lines.append(line)
+        if "train: epoch 1/50" in line:
+            os.killpg(job.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+            break
+    rest, _ = job.communicate(timeout=180)
+    output = "".join(lines) + rest
+    assert job.returncode == 130, output[-3000:]
+    assert "interrupted; finished stages are kept, re-run the same command to resume" in output
+    assert not (out / GENERATOR_DIR).exists()

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,6 +99,34 @@ def train_logging_config():
     from ray.train import LoggingConfig
 
     return LoggingConfig(log_level="INFO" if verbose() else "WARNING")
+
+
+def fit_interruptibly(trainer: Any) -> Any:
+    """``trainer.fit()`` for a Ray Train trainer, with Ctrl-C reaching wgen.
+
+    Called on the main thread, Ray Train's `fit` installs its own SIGINT handler: Ctrl-C then
+    aborts the run and the process exits 1 with nothing said (measured: `wgen train` and
+    `wgen pdiff`), instead of wgen's "interrupted; ... re-run the same command to resume" and
+    exit 130. On another thread Ray leaves SIGINT alone (as it does inside a Tune trial), so
+    the fit runs on a daemon thread and the main thread waits in short joins, where the
+    KeyboardInterrupt arrives. The checkpoints already written are what a re-run resumes
+    from; the run's controller and workers are owned by this driver and end with it.
+    """
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as err:  # re-raised on the calling thread, traceback intact
+            outcome["error"] = err
+
+    thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(timeout=0.5)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def pin_own_cluster() -> None:

@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from wgen.config import Config, TrainConfig
 from wgen.core.runtime import (
     atomic_dir,
+    fit_interruptibly,
     init_ray,
     print0,
     read_json,
@@ -657,7 +658,7 @@ def fit_generator(
         ),
         datasets=datasets,
     )
-    return trainer.fit()
+    return fit_interruptibly(trainer)
 
 
 def generator_complete(folder: Path, name: str, epochs: int) -> bool:

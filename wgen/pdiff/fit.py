@@ -38,7 +38,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wgen.config import Config, DenoiserConfig, PdiffConfig
-from wgen.core.runtime import atomic_dir, print0, read_json, train_logging_config, write_json
+from wgen.core.runtime import (
+    atomic_dir,
+    fit_interruptibly,
+    print0,
+    read_json,
+    train_logging_config,
+    write_json,
+)
 from wgen.generator.diffusion import WeightDiffusion, masked_mse
 from wgen.models.param_autoencoder import LatentDenoiser, ParamAutoencoder
 from wgen.weights.format import Manifest
@@ -300,7 +307,7 @@ def fit_pdiff(config: Config, setting: str, standardised: np.ndarray, storage: P
         ),
         datasets={"train": ray.data.from_numpy(standardised)},
     )
-    return trainer.fit()
+    return fit_interruptibly(trainer)
 
 
 # ---------------------------------------------------------------------------------------
