@@ -519,6 +519,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# Fields added after runs and searches were recorded, with the value that means "off" (the
+# behaviour before they existed). Digests that name a run or a search leave such a field out
+# while it is off, so an existing run folder keeps resuming after an upgrade of wgen.
+LATER_FIELDS_OFF: dict[tuple[str, str], Any] = {("denoiser", "block_readout"): 0}
+
+
+def without_later_fields_off(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` ({section: {key: value}}, as `Config.to_dict`) without the
+    `LATER_FIELDS_OFF` entries that are at their off value."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for (section, key), off in LATER_FIELDS_OFF.items():
+        if isinstance(out.get(section), dict) and out[section].get(key, off) == off:
+            out[section].pop(key, None)
+    return out
+
+
 def _check_keys(section: str, section_cls: type, values: dict[str, Any]) -> None:
     valid = {f.name for f in dataclasses.fields(section_cls)}
     unknown = set(values) - valid

@@ -69,3 +69,17 @@ def test_a_generator_seed_is_another_run_and_epochs_continue_the_same_one() -> N
     base = load_config("tiny")
     assert run_name(load_config("tiny", ["train.seed=1"])) != run_name(base)
     assert run_name(load_config("tiny", ["train.epochs=99"])) == run_name(base)
+
+
+def test_a_field_added_later_is_left_out_of_run_digests_while_off():
+    """Run names and search fingerprints of folders made before the field existed still
+    match after an upgrade, so they resume; switched on, it is another run."""
+    from wgen.config import without_later_fields_off
+    from wgen.generator.fit import run_name
+
+    off = load_config("demo")
+    assert "block_readout" not in without_later_fields_off(off.to_dict())["denoiser"]
+    assert "block_readout" in off.to_dict()["denoiser"]  # the config itself is untouched
+    on = load_config("demo", ["denoiser.block_readout=8"])
+    assert without_later_fields_off(on.to_dict())["denoiser"]["block_readout"] == 8
+    assert run_name(on) != run_name(off)

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from wgen.config import Config, TrainConfig
+from wgen.config import Config, TrainConfig, without_later_fields_off
 from wgen.core.runtime import (
     atomic_dir,
     fit_interruptibly,
@@ -91,7 +91,10 @@ def run_name(config: Config) -> str:
     re-submitted on the same run folder resumes its run. Epochs, workers, learning rate
     and evaluation cadence are left out: changing them continues the same model."""
     model = {
-        "denoiser": dataclasses.asdict(config.denoiser),
+        # (a field added later is left out while off: older runs keep their name)
+        "denoiser": without_later_fields_off({"denoiser": dataclasses.asdict(config.denoiser)})[
+            "denoiser"
+        ],
         "text_encoder": config.train.text_encoder,
         "lora": dataclasses.asdict(config.lora),
         "gan_size": config.gan.size,

@@ -31,7 +31,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from wgen.config import Config, ConfigError
+from wgen.config import Config, ConfigError, without_later_fields_off
 from wgen.core.errors import Interrupted
 from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, read_json, torch_threads, write_json
 from wgen.tune.results import (
@@ -75,7 +75,7 @@ class SearchInterrupted(Interrupted):
 
 def search_fingerprint(config: Config) -> tuple[str, dict[str, Any]]:
     """A digest of everything that shapes the trials (not the execution-only tune fields)."""
-    values = config.to_dict()
+    values = without_later_fields_off(config.to_dict())  # older searches keep resuming
     values.pop("preset", None)
     for key in EXECUTION_ONLY:
         values["tune"].pop(key, None)
