@@ -188,3 +188,24 @@ def test_the_text_cache_is_not_read_as_a_concept_file(tmp_path):
 )
 def test_encoder_slug(name, slug):
     assert encoder_slug(name) == slug
+
+
+def test_a_codec_with_read_only_arrays_decodes_without_a_warning():
+    """A codec that came through Ray's object store holds read-only arrays; torch warns on
+    those once per process, in every Ray Train worker's log."""
+    import warnings
+
+    import torch
+
+    from wgen.weights.blocks import BlockLayout
+    from wgen.weights.codec import BlockCodec
+
+    layout = BlockLayout.from_lengths([100, 30], 16)
+    rng = np.random.default_rng(0)
+    rows = [[rng.standard_normal(n).astype(np.float32) for n in (100, 30)] for _ in range(3)]
+    codec = BlockCodec.fit(rows, layout, center=True)
+    for array in (codec.stats.std, codec.stats.mean, codec.center):
+        array.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert codec.decode_tensor(torch.zeros(layout.n_blocks, 16)).shape == (130,)

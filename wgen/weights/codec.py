@@ -75,11 +75,16 @@ class BlockCodec:
         """The codec's arrays as tensors on ``device`` (cached: decode_tensor runs every step)."""
         cache = self.__dict__.setdefault("_tensors", {})
         if device not in cache:
+
+            def tensor(array: np.ndarray) -> torch.Tensor:
+                # a codec that came through Ray's object store holds read-only arrays
+                return torch.as_tensor(np.require(array, requirements="W"), device=device)
+
             cache[device] = {
-                "std": torch.as_tensor(self.stats.std[:, None], device=device),
-                "mean": torch.as_tensor(self.stats.mean[:, None], device=device),
-                "center": torch.as_tensor(self.center, device=device),
-                "mask": torch.as_tensor(self.layout.mask(), device=device),
+                "std": tensor(self.stats.std[:, None]),
+                "mean": tensor(self.stats.mean[:, None]),
+                "center": tensor(self.center),
+                "mask": tensor(self.layout.mask()),
             }
         return cache[device]
 
