@@ -312,9 +312,12 @@ def run_tune(
     record["sessions"].append(round(seconds, 2))
     write_json(search_path, record)
     finished = grid.num_terminated + grid.num_errors
-    if finished < len(grid):
+    # Against the planned count, not len(grid): the search generator creates trials only as
+    # slots free up, so an interrupted search's grid lacks the trials not yet started
+    # (measured: a search stopped with 3 of 8 trials created was reported complete).
+    if finished < total:
         raise SearchInterrupted(
-            f"tune: search interrupted with {finished} of {len(grid)} trials finished; "
+            f"tune: search interrupted with {finished} of {total} trials finished; "
             "run the same command again to resume it"
         )
 
