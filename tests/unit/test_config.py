@@ -77,9 +77,9 @@ def test_a_field_added_later_is_left_out_of_run_digests_while_off():
     from wgen.config import without_later_fields_off
     from wgen.generator.fit import run_name
 
-    off = load_config("demo")
+    off = load_config("tiny")
     assert "block_readout" not in without_later_fields_off(off.to_dict())["denoiser"]
     assert "block_readout" in off.to_dict()["denoiser"]  # the config itself is untouched
-    on = load_config("demo", ["denoiser.block_readout=8"])
+    on = load_config("tiny", ["denoiser.block_readout=8"])
     assert without_later_fields_off(on.to_dict())["denoiser"]["block_readout"] == 8
     assert run_name(on) != run_name(off)
