@@ -94,3 +94,17 @@ def test_ray_trains_per_report_line_is_quiet(monkeypatch):
     assert context.logger.isEnabledFor(logging.INFO)
     monkeypatch.delenv(VERBOSE_ENV)
     quiet_logging()
+
+
+def test_rays_deprecation_warnings_about_its_own_calls_are_hidden(monkeypatch):
+    import warnings
+
+    from wgen.core.runtime import VERBOSE_ENV, quiet_logging
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_logging()
+        for module in ("ray.data._internal.execution.interfaces.execution_options", "wgen.cli"):
+            warnings.warn_explicit("old", DeprecationWarning, "x.py", 1, module=module)
+    assert len(caught) == 1  # the one from wgen still shows

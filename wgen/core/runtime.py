@@ -73,6 +73,7 @@ def quiet_logging() -> None:
     """Ray's INFO lines off unless ``--verbose``: wgen prints one line per event itself."""
     import importlib.util
     import logging
+    import warnings
 
     if not verbose():
         for key, value in QUIET_ENV.items():
@@ -81,6 +82,10 @@ def quiet_logging() -> None:
     level = logging.INFO if verbose() else logging.WARNING
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    if not verbose():
+        # Ray's deprecation warnings about calls inside Ray itself (Ray Train's DatasetManager
+        # passes `ExecutionOptions.exclude_resources`): nothing a wgen user can change.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
     ray_folder = os.path.dirname(importlib.util.find_spec("ray").origin)  # without importing
     for relative in PATH_NAMED_LOGGERS:
         logging.getLogger(os.path.join(ray_folder, relative)).setLevel(level)
