@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.e2e.interrupt import interrupt_wgen
 from wgen.cli import app
 from wgen.config import load_config
 from wgen.core.runfolder import LOCK_FILE
@@ -86,24 +84,10 @@ def test_ctrl_c_is_reported_and_not_counted_as_an_attempt(ray_local, pairs_run, 
     out = fresh_run(pairs_run, tmp_path)
     slow = ["collect.max_steps=300", "collect.patience=30", "collect.max_concepts=4"]
     args = ["--preset", "tiny", "--out", str(out)] + [a for s in slow for a in ("--set", s)]
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    job = subprocess.Popen(
-        [sys.executable, "-m", "wgen", "collect", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    code, output = interrupt_wgen(
+        ["collect", *args], ray_local, lambda line: line.startswith("collect: 1/")
     )
-    lines = []
-    for line in job.stdout:  # blocks until the first concept is finished, then Ctrl-C
-        lines.append(line)
-        if line.startswith("collect: 1/"):
-            os.killpg(job.pid, signal.SIGINT)
-            break
-    rest, _ = job.communicate(timeout=240)
-    output = "".join(lines) + rest
-    assert job.returncode == 130, output[-3000:]
+    assert code == 130, output[-3000:]
     assert re.search(r"interrupted; \d of 4 concepts finished, re-run the same command", output)
     store = WeightStore(out)
     unfinished = {f"c{i:04d}" for i in range(12)} - store.finished()

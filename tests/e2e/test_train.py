@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from tests.e2e.interrupt import interrupt_wgen
 from wgen.cli import app
 from wgen.collect.stage import collect_one, ensure_base, select_concepts
 from wgen.config import load_config
@@ -224,23 +223,9 @@ def test_ctrl_c_during_training_exits_130_and_says_how_to_resume(ray_local, weig
     )
     settings = [*COLLECT, "train.epochs=50"]
     args = ["--preset", "tiny", "--out", str(out)] + [a for s in settings for a in ("--set", s)]
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    job = subprocess.Popen(
-        [sys.executable, "-m", "wgen", "train", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines = []
-    for line in job.stdout:  # the first epoch is done: a checkpoint to resume from exists
-        lines.append(line)
-        if "train: epoch 1/50" in line:
-            os.killpg(job.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
-            break
-    rest, _ = job.communicate(timeout=180)
-    output = "".join(lines) + rest
-    assert job.returncode == 130, output[-3000:]
+    code, output = interrupt_wgen(
+        ["train", *args], ray_local, lambda line: "train: epoch 1/50" in line, timeout=180
+    )  # after the first epoch: a checkpoint to resume from exists
+    assert code == 130, output[-3000:]
     assert "interrupted; finished stages are kept, re-run the same command to resume" in output
     assert not (out / GENERATOR_DIR).exists()
