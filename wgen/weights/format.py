@@ -258,7 +258,8 @@ def _as_float32(vector: Vector) -> torch.Tensor:
     """A flat float32 CPU tensor from a numpy array or a tensor (a generator's output)."""
     if isinstance(vector, torch.Tensor):
         return vector.detach().to("cpu", torch.float32).reshape(-1)
-    return torch.from_numpy(np.ascontiguousarray(vector, dtype=np.float32)).reshape(-1)
+    # writable too: a row read from Parquet or Ray's object store is read-only (torch warns)
+    return torch.from_numpy(np.require(vector, np.float32, requirements=["C", "W"])).reshape(-1)
 
 
 def _numel(vector: Vector) -> int:
