@@ -39,6 +39,7 @@ from wgen.tune.results import (
     ERROR,
     STOPPED,
     TUNE_DIR,
+    UNFINISHED,
     TrialRow,
     median,
     trial_status,
@@ -322,6 +323,14 @@ def run_tune(
         )
 
     rows = _trial_rows(grid, config, params)
+    # Tune can mark trials it stopped on Ctrl-C as terminated; a trial that never reported
+    # its last epoch nor was stopped by ASHA is unfinished, and so is the search.
+    unfinished = [r.trial_id for r in rows if r.status == UNFINISHED]
+    if unfinished:
+        raise SearchInterrupted(
+            f"tune: search interrupted with trial(s) {', '.join(unfinished)} unfinished; "
+            "run the same command again to resume it"
+        )
     embeddings: dict[str, Any] = {}
     for row in rows:
         checkpoint = latest_checkpoint(tune_dir / TRAIN_STORAGE / f"trial-{row.trial_id}")
