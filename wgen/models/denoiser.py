@@ -407,11 +407,19 @@ class Denoiser(nn.Module):
             null = self.null_text.mean(0, keepdim=True)
         else:
             pooled, null = text, self.null_text[None]
-        empty = text.abs().flatten(1).sum(1) == 0
         if text_rows is not None:
-            pooled, empty = pooled[text_rows], empty[text_rows]
-        drop = empty if drop_text is None else drop_text.reshape(-1) | empty
-        return torch.where(drop[:, None], null, pooled)
+            pooled = pooled[text_rows]
+        return torch.where(self._dropped(text, drop_text, text_rows)[:, None], null, pooled)
+
+    @staticmethod
+    def _dropped(
+        text: torch.Tensor, drop_text: torch.Tensor | None, text_rows: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Which rows read the null text: dropped (``drop_text``) or all zeros."""
+        empty = text.abs().flatten(1).sum(1) == 0  # (R,)
+        if text_rows is not None:
+            empty = empty[text_rows]
+        return empty if drop_text is None else drop_text.reshape(-1) | empty
 
     def text_context(
         self,
@@ -440,12 +448,11 @@ class Denoiser(nn.Module):
         text = text.to(self.null_text.dtype)
         tokens = self._project(text)  # (R, S', emb_dim)
         null = self._project(self.null_text[None])  # (1, text_tokens, emb_dim)
-        empty = text.abs().flatten(1).sum(1) == 0  # (R,)
         token_mask = text.abs().sum(-1) > 0 if self.text_view == "tokens" else None
+        drop = self._dropped(text, drop_text, text_rows)
         if text_rows is not None:
-            tokens, empty = tokens[text_rows], empty[text_rows]
+            tokens = tokens[text_rows]
             token_mask = None if token_mask is None else token_mask[text_rows]
-        drop = empty if drop_text is None else drop_text.reshape(-1) | empty
         rows = max(tokens.shape[0], drop.shape[0])
         if self.text_view == "pooled":
             return torch.where(drop.reshape(-1, 1, 1), null, tokens), None
