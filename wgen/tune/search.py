@@ -312,23 +312,16 @@ def run_tune(
     seconds = time.perf_counter() - start
     record["sessions"].append(round(seconds, 2))
     write_json(search_path, record)
-    finished = grid.num_terminated + grid.num_errors
+    rows = _trial_rows(grid, config, params)
     # Against the planned count, not len(grid): the search generator creates trials only as
-    # slots free up, so an interrupted search's grid lacks the trials not yet started
-    # (measured: a search stopped with 3 of 8 trials created was reported complete).
+    # slots free up, so an interrupted grid lacks the trials not yet started; and Tune can mark
+    # trials it stopped on Ctrl-C as terminated, which leaves them unfinished here (measured:
+    # searches stopped with 3 of 8 trials created, and with 2 of 8 running, were reported
+    # complete).
+    finished = sum(row.status != UNFINISHED for row in rows)
     if finished < total:
         raise SearchInterrupted(
             f"tune: search interrupted with {finished} of {total} trials finished; "
-            "run the same command again to resume it"
-        )
-
-    rows = _trial_rows(grid, config, params)
-    # Tune can mark trials it stopped on Ctrl-C as terminated; a trial that never reported
-    # its last epoch nor was stopped by ASHA is unfinished, and so is the search.
-    unfinished = [r.trial_id for r in rows if r.status == UNFINISHED]
-    if unfinished:
-        raise SearchInterrupted(
-            f"tune: search interrupted with trial(s) {', '.join(unfinished)} unfinished; "
             "run the same command again to resume it"
         )
     embeddings: dict[str, Any] = {}
