@@ -137,6 +137,13 @@ CONFIG_CASES = [
     ),
     ("unknown denoiser size", ["train", "--set", "denoiser.size=huge"], 2, "denoiser.size='huge'"),
     (
+        "negative block readout",
+        ["train", "--set", "denoiser.block_readout=-1"],
+        2,
+        "denoiser.block_readout=-1: must be at least 0",
+    ),
+    ("unreadable list", ["pdiff", "--set", "pdiff.settings=[mlp"], 2, "write a,b or [a, b]"),
+    (
         "single-step t beyond the schedule",
         ["train", "--set", "generate.single_step_t=100"],
         2,
