@@ -37,7 +37,7 @@ def main() -> None:
         target = args.out / "variants" / name
         start = time.perf_counter()
         result = fit_generator(config, args.out, name=f"{run_name(config)}-{name}")
-        generator = export_generator(result.checkpoint, target)
+        generator = export_generator(result.checkpoint, target, config.train.export)
         metrics = generator.info.get("metrics", {})
         print(
             f"variant {name}: {time.perf_counter() - start:.0f} s, epoch {generator.info.get('epoch')}, "

@@ -198,6 +198,14 @@ class TrainConfig:
     func_t: list[int] | None = (
         None  # [lo, hi] timesteps the term is applied at; None = the single step's t
     )
+    # The learning rate over the epochs: "constant", or "cosine" (from train.lr down to
+    # `wgen.generator.schedule.LR_FLOOR` × train.lr at the last epoch; set per epoch from
+    # the epoch number, so a resumed run continues the same curve).
+    lr_schedule: str = "constant"
+    # Which epoch `wgen train` exports: "last", or "best" (the epoch with the lowest GAN
+    # quality score of the validation probe, every `quality_every` epochs and the last).
+    # The probe's concepts are then used for selection: report held-out concepts.
+    export: str = "last"
 
 
 @dataclass
@@ -531,7 +539,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Fields added after runs and searches were recorded, with the value that means "off" (the
 # behaviour before they existed). Digests that name a run or a search leave such a field out
 # while it is off, so an existing run folder keeps resuming after an upgrade of wgen.
-LATER_FIELDS_OFF: dict[tuple[str, str], Any] = {("denoiser", "block_readout"): 0}
+LATER_FIELDS_OFF: dict[tuple[str, str], Any] = {
+    ("denoiser", "block_readout"): 0,
+    ("train", "lr_schedule"): "constant",
+    ("train", "export"): "last",
+}
 
 
 def without_later_fields_off(values: dict[str, Any]) -> dict[str, Any]:
@@ -901,6 +913,20 @@ def validate_train(config: Config) -> None:
     _at_least(train, "max_failures", 0)
     _at_least(train, "threads", 1)
     _at_least(train, "shuffle_buffer", 0)
+    from wgen.generator.schedule import EXPORTS, LR_SCHEDULES
+
+    _need(
+        train.lr_schedule in LR_SCHEDULES,
+        "train.lr_schedule",
+        train.lr_schedule,
+        f"valid: {', '.join(LR_SCHEDULES)}",
+    )
+    _need(
+        train.export in EXPORTS,
+        "train.export",
+        train.export,
+        f"valid: {', '.join(EXPORTS)} (best needs train.quality_every > 0 to choose among epochs)",
+    )
     encoder = train.text_encoder
     looks_like_path = encoder.startswith(("/", ".", "~")) or Path(encoder).expanduser().exists()
     if encoder != "minilm" and looks_like_path:

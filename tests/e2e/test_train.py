@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tests.e2e.interrupt import interrupt_wgen
@@ -34,6 +35,7 @@ from wgen.generator.fit import (
     run_name,
     run_train,
 )
+from wgen.generator.schedule import LR_FLOOR
 from wgen.models.gan import build_discriminator, build_generator, fingerprint
 from wgen.weights.store import WeightStore
 
@@ -99,7 +101,10 @@ def test_train_exports_a_generator_that_rebuilds_itself(trained):
 
 
 def test_a_rerun_resumes_from_the_latest_checkpoint_and_a_finished_run_is_skipped(trained):
-    config = tiny("train.epochs=3")
+    # The schedule and the exported epoch are not part of the model: the same run resumes.
+    config = tiny(
+        "train.epochs=3", "train.lr_schedule=cosine", "train.export=best", "train.quality_every=1"
+    )
     run_train(config, trained)
     starts = [e for e in read_progress(progress_dir(trained, config)) if e["event"] == "start"]
     assert starts[-1]["resumed_epoch"] == 2, "the second job continued from epoch 2"
@@ -107,6 +112,23 @@ def test_a_rerun_resumes_from_the_latest_checkpoint_and_a_finished_run_is_skippe
     history = generator.info["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]  # (that training lowers the loss:
     # tests/models/test_funcspace.py; 6 tiny steps here are too few to show it reliably)
+    assert history[2]["lr"] == pytest.approx(config.train.lr * LR_FLOOR)  # cosine's last epoch
+
+    # export=best wrote the probed epoch (2: the first job's last, 3) with the lowest score,
+    # and those are that epoch's weights, as its Ray Train checkpoint holds them
+    probed = {h["epoch"]: h["quality_l1"] for h in history if "quality_l1" in h}
+    assert sorted(probed) == [2, 3]
+    best = min(probed, key=probed.get)
+    assert generator.info["epoch"] == best and generator.info["epochs_trained"] == 3
+    assert generator.info["exported"] == "best"
+    run_dir = trained / "ray_results" / run_name(config)
+    (checkpoint,) = [
+        p for p in run_dir.glob("checkpoint_*")
+        if p.is_dir() and json.loads((p / "train_state.json").read_text())["epoch"] == best
+    ]  # fmt: skip
+    exported = load_file(str(trained / GENERATOR_DIR / "denoiser.safetensors"))
+    for key, value in load_file(str(checkpoint / "denoiser.safetensors")).items():
+        assert torch.equal(exported[key], value), key
 
     info_file = trained / GENERATOR_DIR / "generator.json"
     mtime = info_file.stat().st_mtime_ns

@@ -190,3 +190,28 @@ def test_run_generate_gives_the_caller_its_thread_count_back(generator, tmp_path
         assert torch.get_num_threads() == 2
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     assert result["seed"] == 2
+
+
+def test_export_best_writes_the_best_probed_epochs_weights(tmp_path):
+    """A Ray Train checkpoint of epoch 3 that holds epoch 2's weights as the best: "best"
+    exports those (with epoch 2's metrics), "last" the checkpoint's own."""
+    from ray.train import Checkpoint
+
+    from wgen.generator.fit import TrainState, export_generator, save_checkpoint
+
+    generator = tiny_generator()
+    last = {k: v.clone() for k, v in generator.denoiser.state_dict().items()}
+    best = {k: v + 0.5 if v.is_floating_point() else v.clone() for k, v in last.items()}
+    history = [{"epoch": 1}, {"epoch": 2, "quality_l1": 0.1}, {"epoch": 3, "quality_l1": 0.2}]
+    state = TrainState(epoch=3, history=history, best_epoch=2, best_score=0.1)
+    optimizer = torch.optim.AdamW(generator.denoiser.parameters())
+    save_checkpoint(tmp_path / "ckpt", generator, optimizer, state, best)
+    checkpoint = Checkpoint.from_directory(str(tmp_path / "ckpt"))
+
+    chosen = export_generator(checkpoint, tmp_path / "best", "best")
+    assert chosen.info["epoch"] == 2 and chosen.info["epochs_trained"] == 3
+    assert chosen.info["metrics"]["quality_l1"] == 0.1
+    assert_same_state(WeightGenerator.load(tmp_path / "best").denoiser.state_dict(), best)
+    kept = export_generator(checkpoint, tmp_path / "last", "last")
+    assert kept.info["exported"] == "last" and kept.info["epochs_trained"] == 3
+    assert_same_state(WeightGenerator.load(tmp_path / "last").denoiser.state_dict(), last)

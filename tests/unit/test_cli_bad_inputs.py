@@ -142,6 +142,13 @@ CONFIG_CASES = [
         2,
         "denoiser.block_readout=-1: must be at least 0",
     ),
+    (
+        "unknown learning-rate schedule",
+        ["train", "--set", "train.lr_schedule=linear"],
+        2,
+        "train.lr_schedule='linear': valid: constant, cosine",
+    ),
+    ("unknown exported epoch", ["train", "--set", "train.export=first"], 2, "train.export='first'"),
     ("unreadable list", ["pdiff", "--set", "pdiff.settings=[mlp"], 2, "write a,b or [a, b]"),
     (
         "single-step t beyond the schedule",

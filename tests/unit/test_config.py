@@ -83,3 +83,7 @@ def test_a_field_added_later_is_left_out_of_run_digests_while_off():
     on = load_config("tiny", ["denoiser.block_readout=8"])
     assert without_later_fields_off(on.to_dict())["denoiser"]["block_readout"] == 8
     assert run_name(on) != run_name(off)
+    # how a model is trained and which epoch is exported: the same run, the same search
+    for later in ("train.lr_schedule=cosine", "train.export=best"):
+        assert run_name(load_config("tiny", [later])) == run_name(off)
+    assert "lr_schedule" not in without_later_fields_off(off.to_dict())["train"]

@@ -68,6 +68,7 @@ from wgen.generator.dataset import (
 )
 from wgen.generator.diffusion import WeightDiffusion
 from wgen.generator.funcspace import FunctionSpaceLoss, pair_tensors
+from wgen.generator.schedule import SELECTION_METRIC, epoch_lr, improves
 from wgen.models.denoiser import Denoiser, build_denoiser
 from wgen.weights.format import WeightFormatError, check_compatible
 from wgen.weights.store import WeightStore
@@ -78,6 +79,7 @@ PROGRESS_DIR = "progress"  # <storage>/<run name>/progress/rank<r>.jsonl: who tr
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_META_FILE = "optimizer.json"
 TRAIN_STATE_FILE = "train_state.json"
+BEST_DENOISER_FILE = "best_denoiser.safetensors"  # the best-probed epoch's weights (export=best)
 CHECKPOINTS_KEPT = 2  # the latest is what a resume needs; one more in case it is incomplete
 
 
@@ -182,21 +184,27 @@ def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
 
 @dataclass
 class TrainState:
-    """What a checkpoint records besides the weights: epochs done and their metrics."""
+    """What a checkpoint records besides the weights: epochs done and their metrics, and
+    the epoch whose probe score was the best so far (its weights: `BEST_DENOISER_FILE`)."""
 
     epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float | None = None
 
 
-def restore(checkpoint, model: Denoiser) -> tuple[TrainState, Path | None]:
-    """Load the denoiser from a Ray Train checkpoint; returns its TrainState and a local
-    copy of the folder (for the optimizer, loaded once the model is on its device)."""
+def restore(checkpoint, model: Denoiser) -> tuple[TrainState, Path | None, dict | None]:
+    """Load the denoiser from a Ray Train checkpoint; returns its TrainState, a local copy
+    of the folder (for the optimizer, loaded once the model is on its device) and the best
+    epoch's weights if the checkpoint has them."""
     if checkpoint is None:
-        return TrainState(), None
+        return TrainState(), None, None
     local = Path(tempfile.mkdtemp(prefix="wgen-restore-"))
     checkpoint.to_directory(str(local))
     model.load_state_dict(load_file(str(local / DENOISER_FILE)))
-    return TrainState(**read_json(local / TRAIN_STATE_FILE)), local
+    best = local / BEST_DENOISER_FILE
+    best_weights = load_file(str(best)) if best.exists() else None
+    return TrainState(**read_json(local / TRAIN_STATE_FILE)), local, best_weights
 
 
 class ProgressLog:
@@ -448,12 +456,21 @@ class QualityProbe:
 
 
 def save_checkpoint(
-    folder: Path, generator: WeightGenerator, optimizer: torch.optim.Optimizer, state: TrainState
+    folder: Path,
+    generator: WeightGenerator,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    best_weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """A generator folder that rebuilds itself, plus the optimizer and the epoch to resume."""
+    """A generator folder that rebuilds itself, plus the optimizer, the epoch to resume and
+    the best-probed epoch's weights (small next to the rest: the denoiser alone)."""
     generator.save(folder)
     save_optimizer(optimizer, folder)
     write_json(folder / TRAIN_STATE_FILE, dataclasses.asdict(state))
+    if best_weights is not None:
+        save_file(
+            {k: v.contiguous() for k, v in best_weights.items()}, str(folder / BEST_DENOISER_FILE)
+        )
 
 
 def _format_metrics(metrics: dict[str, float], epochs: int, eta_s: float | None = None) -> str:
@@ -493,7 +510,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if config.denoiser.cond_drop == 0.0:
         # Never dropped, the null text gets no gradient, which DDP would wait for forever.
         model.null_text.requires_grad_(False)
-    state, restored = restore(ray.train.get_checkpoint(), model)
+    state, restored, best_weights = restore(ray.train.get_checkpoint(), model)
     progress = ProgressLog(Path(loop_config["progress_dir"]), rank)
     progress.write("start", resumed_epoch=state.epoch)
     parallel = ray.train.torch.prepare_model(model)  # DDP with > 1 worker; moves to device
@@ -529,7 +546,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     first_epoch, loop_start = state.epoch + 1, time.perf_counter()
     for epoch in range(first_epoch, train.epochs + 1):
         seed = train.seed * 100_003 + epoch * 1_009 + rank
-        metrics: dict[str, float] = {"epoch": epoch}
+        lr = epoch_lr(train.lr, train.lr_schedule, epoch, train.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        metrics: dict[str, float] = {"epoch": epoch, "lr": lr}
         if train.block_pass:
             metrics.update(
                 train_epoch(
@@ -560,9 +580,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 )  # fmt: skip
                 if quality_due(epoch, train):
                     metrics.update(probe(generator))
+                    if improves(metrics.get(SELECTION_METRIC), state.best_score):
+                        state.best_epoch, state.best_score = epoch, metrics[SELECTION_METRIC]
+                        best_weights = {
+                            k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                        }
                 state.history.append(metrics)
                 generator.info.update(epoch=epoch, metrics=metrics, history=state.history)
-                save_checkpoint(Path(tmp), generator, optimizer, state)
+                save_checkpoint(Path(tmp), generator, optimizer, state, best_weights)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 # ETA from this run's own epochs (resumed ones took unknown time)
                 per_epoch = (time.perf_counter() - loop_start) / (epoch - first_epoch + 1)
@@ -670,14 +695,28 @@ def generator_complete(folder: Path, name: str, epochs: int) -> bool:
     if not path.exists():
         return False
     info = read_json(path).get("info", {})
-    return info.get("run_name") == name and info.get("epoch", 0) >= epochs
+    trained = info.get("epochs_trained", info.get("epoch", 0))
+    return info.get("run_name") == name and trained >= epochs
 
 
-def export_generator(checkpoint, folder: Path) -> WeightGenerator:
+def export_generator(checkpoint, folder: Path, export: str = "last") -> WeightGenerator:
     """Copy the generator of a Ray Train checkpoint to ``folder`` atomically (rebuilding it
-    on the way, so a broken checkpoint fails here rather than at generation time)."""
+    on the way, so a broken checkpoint fails here rather than at generation time).
+
+    ``export="best"`` writes the best-probed epoch's weights instead of the last ones (the
+    last where no epoch was probed); ``info["epoch"]`` says which epoch was written and
+    ``info["epochs_trained"]`` how far the run got.
+    """
     with checkpoint.as_directory() as source:
         generator = WeightGenerator.load(Path(source))
+        state = TrainState(**read_json(Path(source) / TRAIN_STATE_FILE))
+        best = Path(source) / BEST_DENOISER_FILE
+        generator.info.update(epochs_trained=state.epoch, exported="last")
+        if export == "best" and state.best_epoch:
+            if state.best_epoch != state.epoch:
+                generator.denoiser.load_state_dict(load_file(str(best)))
+            metrics = next(m for m in state.history if m["epoch"] == state.best_epoch)
+            generator.info.update(epoch=state.best_epoch, metrics=metrics, exported="best")
     folder.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(folder) as tmp:
         generator.save(tmp)
@@ -700,7 +739,8 @@ def run_train(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     elif generator_complete(target, name, config.train.epochs):
         info = read_json(target / INFO_FILE)["info"]
         print0(
-            f"train: {target} is complete ({info['epoch']} epochs of run {name}); "
+            f"train: {target} is complete ({info.get('epochs_trained', info['epoch'])} epochs "
+            f"of run {name}); "
             "skipping (use --force to retrain)"
         )
         return info
@@ -709,10 +749,12 @@ def run_train(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     result = fit_generator(config, out)
     if result.checkpoint is None:
         raise RuntimeError(f"run {name} reported no checkpoint; see {out / RAY_RESULTS_DIR}")
-    generator = export_generator(result.checkpoint, target)
+    generator = export_generator(result.checkpoint, target, config.train.export)
     info = {**generator.info, "job_seconds": round(time.perf_counter() - start, 2)}
-    print0(
-        f"train: generator after {info['epoch']} epochs → {target} "
-        f"({info['job_seconds']:.1f} s this job)"
+    chosen = (
+        f"the best-probed epoch {info['epoch']} of {info['epochs_trained']}"
+        if info["exported"] == "best"
+        else f"epoch {info['epoch']}"
     )
+    print0(f"train: generator of {chosen} → {target} ({info['job_seconds']:.1f} s this job)")
     return info
