@@ -266,8 +266,8 @@ def bench(
         str | None,
         typer.Option(
             "--methods",
-            help="comma-separated methods (default: all): scratch, lora-zero, mean, nearest, "
-            "knn, ridge, hyper, nearest-edit, wgen-1, wgen-ddim",
+            help="comma-separated methods (default: all): scratch, scratch-identity, lora-zero, mean, "
+            "nearest, knn, ridge, hyper, nearest-edit, wgen-1, wgen-ddim",
         ),
     ] = None,
     generator: Annotated[

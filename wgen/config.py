@@ -319,6 +319,7 @@ class BenchConfig:
     methods: list[str] = field(
         default_factory=lambda: [
             "scratch",
+            "scratch-identity",
             "lora-zero",
             "mean",
             "nearest",

@@ -42,6 +42,31 @@ def test_fresh_generator_returns_its_input(size_name):
     assert torch.allclose(build_generator(size_name, seed=0)(x), x, atol=2e-3)
 
 
+@pytest.mark.parametrize("build", [build_generator, build_discriminator])
+def test_pix2pix_init_draws_every_weight_from_its_normal(build):
+    """pix2pix's init_weights("normal", 0.02): weights N(0, 0.02), norm scales N(1, 0.02),
+    biases 0; the identity-friendly default keeps PyTorch's own (wider) conv init."""
+    model = build("demo", seed=0, init="pix2pix").requires_grad_(False)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert weights.mean().abs() < 2e-3 and weights.std() == pytest.approx(0.02, rel=0.05)
+    assert all(m.bias is None or not m.bias.any() for m in convs)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm | torch.nn.LayerNorm)]
+    scales = torch.cat([m.weight for m in norms])
+    assert scales.std() == pytest.approx(0.02, rel=0.3) and not scales.eq(1).all()
+    default = torch.cat([m.weight.flatten() for m in build("demo", seed=0).requires_grad_(False).modules()
+                         if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)])  # fmt: skip
+    assert default.std() > 1.5 * weights.std()
+
+
+def test_pix2pix_init_starts_far_from_the_identity_and_an_unknown_init_is_named():
+    x = _images("tiny")
+    out = build_generator("tiny", seed=0, init="pix2pix")(x)
+    assert (out - x).abs().mean() > 0.1 and out.abs().mean() < x.abs().mean()  # near grey
+    with pytest.raises(ValueError, match="GAN init 'xavier'; valid: identity, pix2pix"):
+        build_generator("tiny", init="xavier")
+
+
 def test_generator_is_trainable_away_from_identity():
     # The zero-initialised head still receives gradients, so training can leave the identity.
     generator = build_generator("tiny", seed=0)

@@ -1,7 +1,9 @@
 """The benchmark's methods: each one is "the initial weights for a concept" (+ the seconds it
 took to make them), fine-tuned afterwards by the one training loop (`wgen.gan.training`).
 
-    scratch       pix2pix: the whole generator from its own init (no base, no LoRA)
+    scratch       pix2pix: the whole GAN from pix2pix's random init (no base, no LoRA)
+    scratch-identity  the same from the identity-friendly init (the generator starts as its
+                  input: a much easier start on these edits, reported as a second variant)
     lora-zero     base + LoRA at peft's standard init (B = 0): E2GAN-style
     mean          the mean of all training checkpoints
     nearest       the training concept nearest by text embedding (its closest wording)
@@ -63,7 +65,11 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("scratch", "pix2pix: the whole generator from its own init"),
+        Method("scratch", "pix2pix: the whole GAN from pix2pix's random init, N(0, 0.02)"),
+        Method(
+            "scratch-identity",
+            "the whole GAN from the identity-friendly init (the generator returns its input)",
+        ),
         Method("lora-zero", "base + LoRA at the standard init (B = 0), E2GAN-style"),
         Method("mean", "mean of all training checkpoints", predicted=True),
         Method("nearest", "training concept nearest by text embedding", predicted=True),
@@ -83,6 +89,7 @@ METHODS: dict[str, Method] = {
     )
 }
 TEXT_BASELINES = ("mean", "nearest", "knn", "ridge", "hyper")  # goal (b)'s competitors
+SCRATCH_INITS = {"scratch": "pix2pix", "scratch-identity": "identity"}  # method → GAN init
 GENERATED = {"wgen-1": 1, "wgen-ddim": None}  # method → denoising steps (None = bench.ddim_steps)
 
 
@@ -294,7 +301,7 @@ def initial_weights(
 ) -> Init:
     """The starting point ``method`` gives the concept ``text`` (timed). ``generator`` is a
     `wgen.generator.checkpoint.WeightGenerator` (its public `generate`), for wgen-*."""
-    if method in ("scratch", "lora-zero"):
+    if method in (*SCRATCH_INITS, "lora-zero"):
         return Init(method, seed, None, 0.0)
     if method in GENERATED:
         if generator is None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from wgen.bench.methods import METHODS, Baselines, initial_weights
+from wgen.bench.methods import METHODS, SCRATCH_INITS, Baselines, initial_weights
 from wgen.config import Config
 from wgen.core.errors import ConfigError, InputFileError, Interrupted, RunFolderError
 from wgen.core.runfolder import fingerprint, mismatch_message, read_success, stage_fields
@@ -372,8 +372,10 @@ class BenchWorker:
         bench, init = self.config.bench, run["init"]
         probe = ProbeL1(pairs, bench.eval_every, {0, bench.grid_step})
         seed = concept_seed(self.config.data.seed + init.seed, pairs.concept_id)
-        if init.method == "scratch":
-            result = train_scratch(self.config, pairs, self.extractor, seed=seed, evaluate=probe)
+        if init.method in SCRATCH_INITS:
+            result = train_scratch(
+                self.config, pairs, self.extractor, seed, probe, SCRATCH_INITS[init.method]
+            )
         else:
             result = train_lora(
                 self.base, self.config, pairs, self.extractor, init.state, 0, seed, probe

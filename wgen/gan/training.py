@@ -428,16 +428,18 @@ def train_scratch(
     extractor: FeatureExtractor,
     seed: int | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    init: str = "pix2pix",
 ) -> TrainingRun:
-    """pix2pix: the whole generator from random init on one concept (the slow baseline).
-    `seed` and `evaluate` as in `train_lora`."""
+    """pix2pix: the whole generator and discriminator from a fresh init on one concept (the
+    slow baseline); ``init`` is pix2pix's own or the identity-friendly one
+    (`wgen.models.gan.GAN_INITS`). `seed` and `evaluate` as in `train_lora`."""
     seed = concept_seed(config.data.seed, pairs.concept_id) if seed is None else seed
     if evaluate is None:
         evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
     device = current_device()
     with torch_seed(seed):
-        generator = build_generator(config.gan.size, seed=seed).to(device)
-        discriminator = build_discriminator(config.gan.size, seed=seed + 1).to(device)
+        generator = build_generator(config.gan.size, seed=seed, init=init).to(device)
+        discriminator = build_discriminator(config.gan.size, seed=seed + 1, init=init).to(device)
         trainer = Pix2PixTrainer(generator, discriminator, config.gan, config.gan.lr, pairs, seed)
         return train_until_converged(trainer, evaluate, config.collect)
 

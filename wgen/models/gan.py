@@ -308,16 +308,48 @@ def _seeded(build, seed: int | None):
         return build()
 
 
-def build_generator(size_name: str, seed: int | None = None) -> Generator:
-    """A freshly initialised generator of preset ``size_name`` (seeded if ``seed`` is given)."""
-    size = gan_size(size_name)
-    return _seeded(lambda: Generator(size), seed)
+# How a fresh network starts: "identity" (PyTorch's default init; the generator returns its
+# input, see the module docstring) or "pix2pix" (pix2pix's own `init_weights`: every conv and
+# linear weight from N(0, 0.02), norm scales from N(1, 0.02), biases 0; the generator's output
+# starts near grey). The paper's scratch baseline is pix2pix's.
+GAN_INITS = ("identity", "pix2pix")
+PIX2PIX_INIT_STD = 0.02
 
 
-def build_discriminator(size_name: str, seed: int | None = None) -> PatchDiscriminator:
-    """A freshly initialised PatchGAN of preset ``size_name`` (seeded if ``seed`` is given)."""
+def pix2pix_init_(model: nn.Module) -> nn.Module:
+    """Re-initialise ``model`` in place as pix2pix's ``init_weights(init_type="normal")``."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                nn.init.normal_(module.weight, 0.0, PIX2PIX_INIT_STD)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.GroupNorm | nn.LayerNorm) and module.weight is not None:
+                nn.init.normal_(module.weight, 1.0, PIX2PIX_INIT_STD)
+                nn.init.zeros_(module.bias)
+    return model
+
+
+def _initialised(model: nn.Module, init: str) -> nn.Module:
+    if init not in GAN_INITS:
+        raise ValueError(f"GAN init {init!r}; valid: {', '.join(GAN_INITS)}")
+    return pix2pix_init_(model) if init == "pix2pix" else model
+
+
+def build_generator(size_name: str, seed: int | None = None, init: str = "identity") -> Generator:
+    """A freshly initialised generator of preset ``size_name`` (seeded if ``seed`` is given;
+    ``init`` one of `GAN_INITS`)."""
     size = gan_size(size_name)
-    return _seeded(lambda: PatchDiscriminator(size), seed)
+    return _seeded(lambda: _initialised(Generator(size), init), seed)
+
+
+def build_discriminator(
+    size_name: str, seed: int | None = None, init: str = "identity"
+) -> PatchDiscriminator:
+    """A freshly initialised PatchGAN of preset ``size_name`` (seeded if ``seed`` is given;
+    "identity" is PyTorch's default init, as for the generator)."""
+    size = gan_size(size_name)
+    return _seeded(lambda: _initialised(PatchDiscriminator(size), init), seed)
 
 
 def fingerprint(model: nn.Module, size_name: str) -> str:
