@@ -25,6 +25,7 @@ from wgen.tune.results import (
 )
 from wgen.tune.space import (
     SearchSpaceError,
+    evaluations_through,
     grid_points,
     iterations_per_trial,
     n_trials,
@@ -80,6 +81,14 @@ def test_a_bad_space_is_refused_naming_the_key(value, message):
 def test_a_space_that_is_not_a_mapping_is_a_config_error():
     with pytest.raises(ConfigError, match="tune.space"):
         load_config("tiny", ["tune.space=[16, 32]"])
+
+
+def test_the_evaluation_count_follows_the_epoch_so_a_resumed_trial_keeps_its_rung():
+    config = load_config("tiny", ["train.epochs=25", "train.quality_every=10"])
+    counts = [evaluations_through(epoch, config) for epoch in (1, 9, 10, 19, 20, 24, 25)]
+    assert counts == [0, 0, 1, 1, 2, 2, 3]  # epochs 10, 20 and the last one, 25
+    only_last = load_config("tiny", ["train.epochs=4", "train.quality_every=0"])
+    assert [evaluations_through(e, only_last) for e in (1, 3, 4)] == [0, 0, 1]
 
 
 def test_iterations_per_trial_counts_the_score_reports():

@@ -43,7 +43,7 @@ class TrialRow:
     params: dict[str, Any]  # every key of SHORT_NAMES plus every searched key → its value
     score: float = math.nan  # the last reported `tune.metric`
     val_loss: float = math.nan  # the validation denoising loss at that report
-    iterations: int = 0  # score reports Tune received (ASHA's time axis)
+    iterations: int = 0  # quality evaluations made (ASHA's time axis)
     epochs: int = 0  # epochs trained when the trial ended
     status: str = UNFINISHED  # COMPLETED, STOPPED (by ASHA), ERROR or UNFINISHED
     seconds: float = math.nan  # the trial's wall time (Tune's time_total_s)

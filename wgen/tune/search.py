@@ -5,8 +5,9 @@ then runs a `Tuner` over the trial function (`wgen.tune.trial.run_trial`: a Torc
 through the same driver as `wgen train`), with `tune.with_resources` for the trial's driver
 and `tune.max_concurrent_trials` trials at a time; the workers' resources come from the
 ``train`` section, so the same search runs on 2 cores and on a GPU cluster. ASHA
-(``time_attr="training_iteration"``) stops trials early on the b-independent score
-(``tune.metric``), one iteration per quality evaluation. A progress line per finished trial
+stops trials early on the b-independent score (``tune.metric``); its time axis is the
+number of quality evaluations a trial has made (``time_attr="evaluation"``, not Tune's
+``training_iteration``, which restarts at 1 when a trial resumes). A progress line per finished trial
 shows the best so far.
 
 Resuming. The Tune experiment lives in ``<out>/tune/ray_tune/search``; a search interrupted
@@ -55,7 +56,7 @@ from wgen.tune.space import (
     parse_space,
     to_tune_space,
 )
-from wgen.tune.trial import run_trial
+from wgen.tune.trial import EVALUATION_KEY, run_trial
 
 SEARCH_FILE = "search.json"  # <out>/tune/search.json: the settings of the search in this folder
 EXPERIMENT = "search"  # Tune's experiment name under <out>/tune/ray_tune/
@@ -133,7 +134,8 @@ def _trial_rows(grid, config: Config, params: list[Param]) -> list[TrialRow]:
                 params=trial_params,
                 score=float(score) if finite(score) else math.nan,
                 val_loss=float(metrics.get("val_loss", math.nan)),
-                iterations=int(metrics.get("training_iteration", 0)),
+                # (a search started before this key existed counted Tune's iterations)
+                iterations=int(metrics.get(EVALUATION_KEY, metrics.get("training_iteration", 0))),
                 epochs=int(metrics.get("epoch", 0)),
                 status=trial_status(metrics, result.error is not None, epochs),
                 seconds=float(metrics.get("time_total_s", math.nan)),
@@ -204,7 +206,7 @@ class TrialProgress(Callback):
         print0(
             self._line(
                 trials, trial,
-                f"{self.metric} {score:.4f} after {result.get('training_iteration', 0)} "
+                f"{self.metric} {score:.4f} after {result.get(EVALUATION_KEY, 0)} "
                 f"iteration(s), {how}, {result.get('time_total_s', math.nan):.0f} s",
             )
         )  # fmt: skip
@@ -237,7 +239,7 @@ def _tuner(config: Config, out: Path, tune_dir: Path, params: list[Param], total
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     scheduler = ASHAScheduler(
-        time_attr="training_iteration",
+        time_attr=EVALUATION_KEY,
         max_t=iterations_per_trial(config),
         grace_period=min(settings.grace_period, iterations_per_trial(config)),
         reduction_factor=settings.reduction_factor,

@@ -160,12 +160,22 @@ def trial_config(base: Config, point: dict[str, Any]) -> Config:
     return config
 
 
+def evaluations_through(epoch: int, config: Config) -> int:
+    """Quality evaluations a trial has made by the end of ``epoch``: ASHA's time axis.
+
+    Why not Tune's ``training_iteration``: a trial resumed after an interrupted search
+    continues its Train run at epoch e, but Tune counts its iterations from 1 again, so ASHA
+    would compare it at the wrong rung. This count follows the epoch instead.
+    """
+    train = config.train
+    every = train.quality_every if train.quality_every > 0 else train.epochs
+    done = epoch // every
+    return done + (1 if epoch >= train.epochs and train.epochs % every else 0)
+
+
 def iterations_per_trial(config: Config) -> int:
     """Reports a full trial sends to Tune: one per quality evaluation (and the last epoch)."""
-    train = config.train
-    if train.quality_every <= 0:
-        return 1
-    return train.epochs // train.quality_every + (1 if train.epochs % train.quality_every else 0)
+    return evaluations_through(config.train.epochs, config)
 
 
 def to_tune_space(params: list[Param]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ its id, so its Train run restores its own latest checkpoint instead of starting 
 
 `ScoreReportCallback` forwards to Tune only the workers' reports that carry the score (the
 quality evaluations), so every Tune iteration of a trial holds the b-independent metric
-that ASHA compares; the plain epoch reports (denoising loss only) stay in Ray Train.
+that ASHA compares; the plain epoch reports (denoising loss only) stay in Ray Train. Each
+carries the number of evaluations done so far, ASHA's time axis, which a resumed trial
+continues (Tune's own iteration count starts again at 1).
 """
 
 from __future__ import annotations
@@ -30,15 +32,25 @@ PROGRESS_FILE = "progress.jsonl"  # <out>/tune/progress.jsonl: one line per tria
 WORKER_START_TIMEOUT = ("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "600")
 
 
-class ScoreReportCallback(TuneReportCallback):
-    """Tune's report callback, filtered to the reports that hold ``metric``."""
+EVALUATION_KEY = "evaluation"  # ASHA's time axis: quality evaluations done, across resumes
 
-    def __init__(self, metric: str) -> None:
+
+class ScoreReportCallback(TuneReportCallback):
+    """Tune's report callback, filtered to the reports that hold the config's metric, each
+    with `EVALUATION_KEY` added (`wgen.tune.space.evaluations_through` its epoch)."""
+
+    def __init__(self, config: Config) -> None:
         super().__init__()
-        self.metric = metric
+        self.config = config
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
-        if metrics and self.metric in metrics[0]:
+        from wgen.tune.space import evaluations_through
+
+        if metrics and self.config.tune.metric in metrics[0]:
+            epoch = int(metrics[0]["epoch"])
+            metrics = [
+                {**m, EVALUATION_KEY: evaluations_through(epoch, self.config)} for m in metrics
+            ]
             super().after_report(run_context, metrics, checkpoint)
 
 
@@ -75,6 +87,6 @@ def run_trial(
         Path(out),
         name=f"trial-{trial_id}",
         storage_path=Path(train_dir),
-        callbacks=[ScoreReportCallback(config.tune.metric)],
+        callbacks=[ScoreReportCallback(config)],
     )
     log_trial_event(Path(tune_dir), "end", trial_id=trial_id)
