@@ -149,3 +149,54 @@ def test_a_partial_bench_resumes_without_redoing_finished_runs(benched):
     assert "1 to run" in result.output
     assert lost.exists(), "the missing run was made again"
     assert {f: f.stat().st_mtime_ns for f in before} == before, "finished runs were kept"
+
+
+def user_photos(folder: Path, count: int = 3) -> Path:
+    """A folder of the user's photos: PNGs of scikit-image's sample pictures."""
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("astronaut", "coffee", "chelsea")[:count]:
+        Image.fromarray(getattr(data, name)()).resize((96, 96)).save(folder / f"{name}.png")
+    return folder
+
+
+def test_finetune_writes_an_adapter_of_the_base_gan_and_prints_its_curve(run_folder, tmp_path):
+    from wgen.gan.lora import load_adapter
+
+    photos, adapter = user_photos(tmp_path / "photos"), tmp_path / "adapter"
+    args = ["finetune", "--generator", str(run_folder / "generator"), "--images", str(photos)]
+    result = CliRunner().invoke(
+        app, [*args, "--concept", "make it sepia-toned", "--out", str(adapter)]
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    # (in this test process transformers was imported before the CLI could switch its
+    # weight-loading bar off, so a line may start with that bar; `wgen finetune` has none)
+    lines = [
+        line[line.index("finetune:") :]
+        for line in result.output.splitlines()
+        if "finetune:" in line
+    ]
+    assert "LoRA generated for 'make it sepia-toned'" in lines[0]
+    assert any("step     0" in line and "held-back L1" in line for line in lines)
+    assert "converged at step" in lines[-1] or "stopped without converging" in lines[-1]
+    base = BaseGAN.load(run_folder / BASE_DIR)
+    load_adapter(base.build_generator(), adapter, base.fingerprint)  # a peft adapter of it
+
+    # an existing adapter is kept unless --force; a missing photo folder and a word the
+    # editor does not know are one line each, before any work
+    before = sorted(p.name for p in adapter.iterdir())
+    again = CliRunner().invoke(
+        app, [*args, "--concept", "make it sepia-toned", "--out", str(adapter)]
+    )
+    assert again.exit_code == 2 and "--force" in again.output
+    assert sorted(p.name for p in adapter.iterdir()) == before
+    missing = [*args[:3], "--images", str(tmp_path / "none")]
+    for bad, message in (
+        ([*missing, "--concept", "make it sepia-toned"], "does not exist"),
+        ([*args, "--concept", "make it sparkle"], "sparkle"),
+    ):
+        out = CliRunner().invoke(app, [*bad, "--out", str(tmp_path / "other")])
+        assert out.exit_code == 2 and message in out.output, out.output
+        assert not (tmp_path / "other").exists()

@@ -56,6 +56,10 @@ QUIET_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
     "RAY_DATA_LOG_LEVEL": "WARNING",
+    # Tune's new output engine prints its experiment box, "View detailed results here" and a
+    # TensorBoard hint even at verbose=0 (its experiment_started ignores the verbosity,
+    # Ray 2.5x); the legacy engine honours verbose=0. wgen prints a line per trial itself.
+    "RAY_AIR_NEW_OUTPUT": "0",
 }
 
 
