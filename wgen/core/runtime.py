@@ -7,6 +7,7 @@ ranks or environment variables.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -76,7 +77,6 @@ def verbose() -> bool:
 def quiet_logging() -> None:
     """Ray's INFO lines off unless ``--verbose``: wgen prints one line per event itself."""
     import importlib.util
-    import logging
     import warnings
 
     if not verbose():
@@ -155,6 +155,66 @@ def pin_own_cluster() -> None:
 
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     quiet_logging()  # Ray Data/Train INFO lines and the cleaner's warnings, in actors too
+
+
+def remove_orphaned_placement_groups() -> int:
+    """Remove this job's placement groups whose creating actor has died; returns how many.
+
+    Why: a Ray Train controller reserves its worker group's placement group, scoped to the
+    job. When Ray Tune stops a trial (ASHA) it kills the trial's actor and with it the
+    controller, and the group stays reserved until the search's driver exits. Ray Train's
+    PlacementGroupCleaner would remove it, but it asks the State API, which a head without
+    a dashboard lacks (see `pin_own_cluster`). Measured on 2 cores (4 logical CPUs): after
+    three trials had ended, 3.0 CPUs stayed reserved and the next two trials waited forever
+    for the 1-CPU metadata tasks of their Parquet reads.
+
+    A group whose creator is a live actor, the driver itself, or detached is left alone.
+    """
+    import ray
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    job = ray.get_runtime_context().get_job_id()
+    removed = 0
+    for raw in state._connect_and_get_accessor().get_placement_group_table():
+        data = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        # the driver's own groups (Tune's trial groups among them) have a nil creator actor
+        made_by_an_actor = not ray.ActorID(data.creator_actor_id).is_nil()
+        if (
+            data.state == gcs_pb2.PlacementGroupTableData.REMOVED
+            or data.is_detached
+            or not made_by_an_actor
+            or not data.creator_actor_dead
+            or data.creator_job_id.hex() != job
+        ):
+            continue
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(data.placement_group_id)))
+        removed += 1
+    return removed
+
+
+@contextmanager
+def releasing_orphaned_placement_groups(every_s: float = 5.0) -> Iterator[None]:
+    """Run `remove_orphaned_placement_groups` every ``every_s`` seconds on a daemon thread
+    while the block runs (a Tune search: trials are stopped while it goes on). A thread, not
+    a Tune callback, because a restored search keeps the callbacks it was pickled with."""
+    stop = threading.Event()
+
+    def sweep() -> None:
+        while not stop.wait(every_s):
+            try:
+                remove_orphaned_placement_groups()
+            except Exception:  # noqa: BLE001 - a failed sweep must not end the search
+                logging.getLogger(__name__).warning("placement group sweep failed", exc_info=True)
+
+    thread = threading.Thread(target=sweep, name="wgen-pg-sweeper", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every_s + 5)
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:

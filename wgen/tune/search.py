@@ -34,7 +34,15 @@ from ray.tune import Callback
 
 from wgen.config import Config, ConfigError, without_later_fields_off
 from wgen.core.errors import Interrupted
-from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, read_json, torch_threads, write_json
+from wgen.core.runtime import (
+    SUCCESS_FILE,
+    init_ray,
+    print0,
+    read_json,
+    releasing_orphaned_placement_groups,
+    torch_threads,
+    write_json,
+)
 from wgen.tune.results import (
     COMPLETED,
     ERROR,
@@ -310,7 +318,8 @@ def run_tune(
     )
     init_ray()
     start = time.perf_counter()
-    grid = _tuner(config, out, tune_dir, params, total).fit()
+    with releasing_orphaned_placement_groups():  # what ASHA's stopped trials leave reserved
+        grid = _tuner(config, out, tune_dir, params, total).fit()
     seconds = time.perf_counter() - start
     record["sessions"].append(round(seconds, 2))
     write_json(search_path, record)
