@@ -117,12 +117,12 @@ def test_cli_refuses_a_bad_space_before_ray_starts(tmp_path):
 
 
 def _rows() -> list[TrialRow]:
-    def row(trial_id, b, d, score, status=COMPLETED, latency=5.0):
+    def row(trial_id, b, d, score, status=COMPLETED, latency=5.0, epochs=2):
         params = {"denoiser.block_size": b, "denoiser.index_dim": d, "train.lr": 1e-3}
-        return TrialRow(trial_id, params, score, 0.5, 2, 2, status, 10.0, latency)
+        return TrialRow(trial_id, params, score, 0.5, epochs // 2, epochs, status, 10.0, latency)
 
     return [
-        row("t0", 16, 8, 0.30, STOPPED),
+        row("t0", 16, 8, 0.30, STOPPED, epochs=1),
         row("t1", 32, 8, 0.10),
         row("t2", 16, 16, 0.20),
         row("t3", 32, 16, math.nan, "error", math.nan),
@@ -147,8 +147,9 @@ def test_results_are_sorted_by_score_and_the_report_compares_best_worst_default(
     assert list(on_disk.columns[:4]) == ["trial_id", "b", "d", "lr"]
     report = (tmp_path / "report.md").read_text()
     assert "best: b = 32, d = 8: score 0.1" in report
-    assert "best vs worst (t0): better by 0.2 (66.7%)" in report
-    assert "best vs default (b = 16, d = 16; t2): better by 0.1 (50.0%)" in report
+    # the worst was stopped early: the report says its score is from fewer epochs
+    assert "best vs worst (t0): better by 0.2 (66.7%) (scored at 2 vs 1 epochs" in report
+    assert "best vs default (b = 16, d = 16; t2): better by 0.1 (50.0%)\n" in report
     assert "7 trial-iterations of the full grid's 8" in report
     assert (tmp_path / "score_vs_b.png").stat().st_size > 0
     assert default_trial(frame, {"denoiser.block_size": 64}) is None

@@ -138,6 +138,7 @@ def report_markdown(
         lines.append(f"- best: {where}: score {best['score']:.4g}")
         lines.append(
             f"- best vs worst ({worst['trial_id']}): better by {_relative(best['score'], worst['score'])}"
+            f"{_epochs_note(best, worst)}"
         )
         default = default_trial(frame, grid_defaults)
         if default is None:
@@ -146,6 +147,7 @@ def report_markdown(
             lines.append(
                 f"- best vs default ({', '.join(f'{SHORT_NAMES.get(k, k)} = {v}' for k, v in grid_defaults.items())}; "
                 f"{default['trial_id']}): better by {_relative(best['score'], default['score'])}"
+                f"{_epochs_note(best, default)}"
             )
     latency = frame[frame["latency_ms"].notna()].groupby("b")["latency_ms"].median()
     if not latency.empty:
@@ -160,8 +162,20 @@ def report_markdown(
     return "\n".join(lines)
 
 
+def _epochs_note(best: pd.Series, other: pd.Series) -> str:
+    """Said where two scores were taken at different epochs (ASHA stopped one early): the
+    difference then mixes the settings with the training time."""
+    if best["epochs"] == other["epochs"]:
+        return ""
+    return (
+        f" (scored at {best['epochs']} vs {other['epochs']} epochs, ASHA stopped the other "
+        "early: the settings and the training time both differ; re-run it to full length)"
+    )
+
+
 def plot_results(frame: pd.DataFrame, folder: Path, metric: str) -> list[Path]:
-    """Score against b, one line per d; generation latency against b."""
+    """Score against b, one line per d, each trial's epochs beside its point (a trial ASHA
+    stopped early is scored at fewer epochs: drawn hollow); generation latency against b."""
     import matplotlib.pyplot as plt
 
     from wgen.core.plots import save_figure
@@ -171,12 +185,20 @@ def plot_results(frame: pd.DataFrame, folder: Path, metric: str) -> list[Path]:
     scored = frame[frame["score"].notna()]
     for d, group in scored.groupby("d"):
         means = group.groupby("b")["score"].mean()
-        ax.plot(means.index, means.values, marker="o", label=f"d = {d}")
-        ax.scatter(group["b"], group["score"], s=12, alpha=0.5)
+        (line,) = ax.plot(means.index, means.values, lw=1, label=f"d = {d}")
+        stopped = group["status"] == STOPPED
+        for hollow, part in ((False, group[~stopped]), (True, group[stopped])):
+            ax.scatter(
+                part["b"], part["score"], s=30, color=line.get_color(),
+                facecolors="none" if hollow else line.get_color(),
+            )  # fmt: skip
+        for _, row in group.iterrows():
+            ax.annotate(f"{row['epochs']}", (row["b"], row["score"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xlabel("block size b")
     ax.set_ylabel(metric)
-    ax.set_title("score against b (each d)")
+    ax.set_title("score against b (label: epochs; hollow: stopped early by ASHA)", fontsize=9)
     if not scored.empty:
         ax.legend()
     paths.append(save_figure(fig, Path(folder) / SCORE_PLOT))
