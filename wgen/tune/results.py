@@ -186,12 +186,9 @@ def plot_results(frame: pd.DataFrame, folder: Path, metric: str) -> list[Path]:
     for d, group in scored.groupby("d"):
         means = group.groupby("b")["score"].mean()
         (line,) = ax.plot(means.index, means.values, lw=1, label=f"d = {d}")
-        stopped = group["status"] == STOPPED
-        for hollow, part in ((False, group[~stopped]), (True, group[stopped])):
-            ax.scatter(
-                part["b"], part["score"], s=30, color=line.get_color(),
-                facecolors="none" if hollow else line.get_color(),
-            )  # fmt: skip
+        color = line.get_color()
+        faces = ["none" if status == STOPPED else color for status in group["status"]]
+        ax.scatter(group["b"], group["score"], s=30, edgecolors=color, facecolors=faces)
         for _, row in group.iterrows():
             ax.annotate(f"{row['epochs']}", (row["b"], row["score"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")  # fmt: skip
