@@ -16,15 +16,26 @@ from wgen.models.gan import GAN_SIZES
 
 
 class CountingTrainer:
-    """The loop's view of a trainer: a step counter, a generator, one loss dict a step."""
+    """The loop's view of a trainer: a step counter, a generator, one loss dict a step, and a
+    state (the step whose weights it holds) that `restore` can go back to."""
 
     def __init__(self, loss_at=lambda step: 1.0):
         self.steps, self.loss_at = 0, loss_at
+        self.weights_of_step = 0
+        self.restores: list[tuple[int, int]] = []  # (step restored at, weights restored)
         self.generator = torch.nn.Identity()
 
     def step(self) -> dict[str, float]:
         self.steps += 1
+        self.weights_of_step = self.steps
         return {"g_loss": self.loss_at(self.steps)}
+
+    def state(self) -> dict[str, int]:
+        return {"weights_of_step": self.weights_of_step}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.restores.append((self.steps, state["weights_of_step"]))
+        self.weights_of_step = state["weights_of_step"]
 
 
 def scripted(l1_at):
@@ -51,7 +62,9 @@ def run(l1_at, loss_at=lambda step: 1.0, k=2, **collect):
         return {"step": torch.tensor(trainer.steps)}
 
     config = CollectConfig(**{**fields, **collect})
-    return train_until_converged(trainer, evaluate, config, k, snapshot=snapshot), snapshots
+    result = train_until_converged(trainer, evaluate, config, k, snapshot=snapshot)
+    run.trainer = trainer  # the last run's trainer, for the restore tests
+    return result, snapshots
 
 
 def test_converges_after_patience_evaluations_without_progress_then_takes_k_checkpoints():
@@ -71,6 +84,28 @@ def test_a_metric_still_improving_at_the_budget_is_not_converged():
     assert "collect.max_steps=20" in result.reason
     assert result.converged_step is None and result.checkpoints == [] and snapshots == []
     assert result.history[-1]["step"] == 20
+
+
+def drifting(step: int) -> float:
+    """Demo concept c0020's shape: best at step 10, then steadily worse, never back."""
+    return {0: 0.1, 5: 0.06, 10: 0.05}.get(step, 0.05 + 0.006 * (step - 10) / 5)
+
+
+def test_a_run_that_drifts_from_its_best_goes_back_to_it_and_counts_as_converged():
+    result, snapshots = run(drifting)
+    trainer = run.trainer
+    # No new best after step 10: patience 2 → it goes back after 2 x 2 evaluations (step 30).
+    assert result.status == "converged" and result.converged_step == 30
+    assert result.restored_step == 10 and trainer.restores == [(30, 10)]
+    # The K checkpoints continue from the restored weights (the step count keeps the work done).
+    assert [c["step"] for c in result.checkpoints] == snapshots == [33, 36]
+
+
+def test_without_restore_best_a_drifting_run_is_not_converged_and_says_why():
+    result, _ = run(drifting, restore_best=False)
+    assert result.status == "not_converged" and result.restored_step is None
+    assert run.trainer.restores == []
+    assert "not at a stable point" in result.reason and "collect.max_steps=40" in result.reason
 
 
 @pytest.mark.parametrize("bad_step", [7, 17])

@@ -50,6 +50,31 @@ def test_smoothing_ignores_a_single_lucky_evaluation():
     assert monitor.update(1.0)
 
 
+def test_a_run_that_leaves_its_best_and_stays_away_has_drifted():
+    monitor = ConvergenceMonitor(patience=2, tolerance=0.01)
+    for value in [1.0, 0.5, 0.7, 0.75]:  # best 0.5, then 40-50% worse
+        monitor.update(value)
+    assert not monitor.drifted, "two evaluations away may still be a swing"
+    for value in [0.8, 0.8]:
+        assert not monitor.update(value)
+    assert monitor.drifted and not monitor.converged, "no new best for 2 x patience"
+    assert "not at a stable point" in monitor.reason()
+
+
+def test_a_run_never_better_than_its_start_has_not_drifted():
+    monitor = ConvergenceMonitor(patience=2, tolerance=0.01)
+    for value in [0.5, 0.7, 0.8, 0.8, 0.8, 0.8, 0.8]:
+        monitor.update(value)
+    assert not monitor.drifted, "there is no learned best to go back to"
+
+
+def test_a_swing_that_comes_back_converges_instead_of_drifting():
+    monitor = ConvergenceMonitor(patience=2, tolerance=0.01)
+    for value in [1.0, 0.5, 0.7, 0.75, 0.8]:
+        monitor.update(value)
+    assert monitor.update(0.51) and not monitor.drifted
+
+
 @pytest.mark.parametrize(
     "kwargs", [{"patience": 0, "tolerance": 0.1}, {"patience": 1, "tolerance": -1}]
 )

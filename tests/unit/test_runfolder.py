@@ -53,6 +53,17 @@ def test_a_record_of_other_settings_is_refused_naming_fields_unless_forced(tmp_p
     assert check_own(tmp_path, "pairs", load_config("tiny"), force=False)["record"]
 
 
+def test_a_record_older_than_a_later_field_continues_with_that_field_off(tmp_path):
+    # weights/ collected before `collect.restore_best` existed: its record lacks the field.
+    old = stage_record(load_config("tiny", ["collect.restore_best=false"]), "collect")
+    old["fields"].pop("collect.restore_best")
+    old["fingerprint"] = fingerprint(old["fields"])
+    write_json(tmp_path / "weights" / SUCCESS_FILE, {"record": old})
+    check_input(tmp_path, "train", load_config("tiny", ["collect.restore_best=false"]))
+    with pytest.raises(RunFolderError, match=r"collect\.restore_best: False → True"):
+        check_input(tmp_path, "train", load_config("tiny"))
+
+
 def test_an_unreadable_success_file_is_named(tmp_path):
     (tmp_path / "pairs").mkdir()
     (tmp_path / "pairs" / SUCCESS_FILE).write_text("{broken")

@@ -30,7 +30,13 @@ import numpy as np
 from wgen.bench.methods import METHODS, SCRATCH_INITS, Baselines, initial_weights
 from wgen.config import Config
 from wgen.core.errors import ConfigError, InputFileError, Interrupted, RunFolderError
-from wgen.core.runfolder import fingerprint, mismatch_message, read_success, stage_fields
+from wgen.core.runfolder import (
+    fingerprint,
+    mismatch_message,
+    read_success,
+    record_matches,
+    stage_fields,
+)
 from wgen.core.runtime import init_ray, print0, read_json, write_json
 from wgen.data.concepts import Concept
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, pairs_done, read_pairs
@@ -132,7 +138,7 @@ def prepare_bench(
             f"{out / BASE_DIR}; make them with `wgen collect {hint}`"
         )
     record = weights.get("record")
-    if record is not None and record["fingerprint"] != fingerprint(stage_fields(config, "collect")):
+    if record is not None and not record_matches(record, config, "collect"):
         raise RunFolderError(
             mismatch_message(
                 out / "weights",

@@ -120,6 +120,7 @@ def collect_one(
         "status": run.status,
         "reason": run.reason,
         "converged_step": run.converged_step,
+        "restored_step": run.restored_step,  # the best it went back to after drifting, if any
         "checkpoint_steps": [c["step"] for c in run.checkpoints],
         "history": run.history,
         "seconds": round(time.perf_counter() - start, 3),
@@ -275,7 +276,8 @@ def run_collect(
     (store.folder / STARTED_FILE).unlink(missing_ok=True)
     print0(
         f"collect: {summary['converged']}/{summary['selected']} concepts converged "
-        f"({summary['converged_share']:.0%}), {summary['rows']} checkpoint rows, {seconds:.1f} s this run "
+        f"({summary['converged_share']:.0%}; {summary['restored_to_best']} of them went back to "
+        f"their best after drifting), {summary['rows']} checkpoint rows, {seconds:.1f} s this run "
         f"→ {store.folder}"
     )
     return summary
@@ -431,6 +433,11 @@ def summarize(
             if k not in ("converged", "missing")
             for c in v
         },
+        # converged after going back to their best (`collect.restore_best`)
+        "restored_to_best": sum(
+            statuses.get(c, {}).get("restored_step") is not None
+            for c in by_status.get("converged", [])
+        ),
         "rows": converged * config.collect.k_checkpoints,
         "seconds_this_run": round(seconds, 2),
         "mean_concept_seconds": round(float(np.mean(train_seconds)), 2) if train_seconds else None,

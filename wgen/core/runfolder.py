@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from wgen.config import LATER_FIELDS_OFF
 from wgen.core.errors import InputFileError, OutputError, RunFolderError, RunFolderLocked
 from wgen.core.runtime import SUCCESS_FILE, read_json, write_json
 
@@ -94,6 +95,25 @@ def fingerprint(fields: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def recorded_fields(record: dict[str, Any], stage: str) -> dict[str, Any]:
+    """A record's fields, with each field added to wgen after the record was written
+    (`LATER_FIELDS_OFF`) at the value that means the behaviour of that time."""
+    fields = dict(record.get("fields", {}))
+    for (section, key), off in LATER_FIELDS_OFF.items():
+        if section in STAGE_SECTIONS[stage]:
+            fields.setdefault(f"{section}.{key}", off)
+    return fields
+
+
+def record_matches(record: dict[str, Any], config: Any, stage: str) -> bool:
+    """Whether ``stage``'s record was made with ``config``'s fields (an older record counts
+    the fields it predates as off)."""
+    current = stage_fields(config, stage)
+    if record["fingerprint"] == fingerprint(current):
+        return True
+    return "fields" in record and recorded_fields(record, stage) == current
+
+
 def stage_record(config: Any, stage: str) -> dict[str, Any]:
     """What a finished stage writes into its ``_SUCCESS.json`` under ``record``."""
     fields = stage_fields(config, stage)
@@ -157,7 +177,7 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
 def mismatch_message(
     where: Path, record: dict[str, Any], config: Any, stage: str, remedy: str
 ) -> str:
-    diffs = differences(record.get("fields", {}), stage_fields(config, stage))
+    diffs = differences(recorded_fields(record, stage), stage_fields(config, stage))
     shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
     preset = record.get("preset")
     if preset != config.preset:
@@ -183,7 +203,7 @@ def check_input(out: Path, stage: str, config: Any, overrides: Sequence[str] = (
             f"{command_hint(needed, config, out, overrides)}"
         )
     record = success.get("record")
-    if record is not None and record["fingerprint"] != fingerprint(stage_fields(config, needed)):
+    if record is not None and not record_matches(record, config, needed):
         raise RunFolderError(
             mismatch_message(
                 folder,
@@ -208,7 +228,7 @@ def check_own(out: Path, stage: str, config: Any, force: bool) -> dict[str, Any]
     record = read_record(out, stage)
     if record is None:
         return read_success(out, stage)
-    if record["fingerprint"] != fingerprint(stage_fields(config, stage)):
+    if not record_matches(record, config, stage):
         raise RunFolderError(
             mismatch_message(
                 folder,

@@ -15,6 +15,13 @@ converged when all of these hold:
    converged at step 100 with L1 0.37 and reached 0.245 during its K checkpoints).
 3. **At a stable point**: the smoothed metric is within `stable_band` (relative) of the best,
    so the K checkpoints that follow start near the best seen, not in a bad swing.
+
+A run can also **drift**: better than its start, then no new best for twice the window while
+the metric stays outside the stable band. On the demo collection (fresh clone, 48 concepts)
+13 concepts did this: best L1 at step 25-125, then 1.2-2.4x worse by `max_steps` = 1500,
+recorded as not converged after 64% of the collection's actor time. Such a run does not come
+back; the training loop rewinds it to the weights of its best (`drifted`, and
+`collect.restore_best` in `wgen.gan.training.train_until_converged`).
 """
 
 from __future__ import annotations
@@ -85,18 +92,39 @@ class ConvergenceMonitor:
         return gain > margin
 
     @property
+    def improved(self) -> bool:
+        """The last evaluation set a new best of the smoothed metric (the weights to keep)."""
+        return len(self.bests) == 1 or (len(self.bests) > 1 and self.bests[-1] < self.bests[-2])
+
+    def better_than_start(self, value: float) -> bool:
+        return value < self.start * (1.0 - self.tolerance) or self.start <= 0
+
+    def stable(self) -> bool:
+        return self.smoothed <= self.best + max(self.stable_band * self.best, self.min_delta)
+
+    @property
     def converged(self) -> bool:
         if not self.values or self.still_improving():
             return False
-        current = self.smoothed
-        better_than_start = current < self.start * (1.0 - self.tolerance) or self.start <= 0
-        stable = current <= self.best + max(self.stable_band * self.best, self.min_delta)
-        return better_than_start and stable
+        return self.better_than_start(self.smoothed) and self.stable()
+
+    @property
+    def drifted(self) -> bool:
+        """Better than the start at its best, no new best for 2 x `patience` evaluations, and
+        outside the stable band now: the run has left its best and is not coming back."""
+        window = 2 * self.patience
+        if self.converged or len(self.bests) <= window:
+            return False
+        return (
+            self.bests[-1 - window] == self.best
+            and self.better_than_start(self.best)
+            and not self.stable()
+        )
 
     def reason(self) -> str:
         """Why the run has not converged (for the status record)."""
         if self.still_improving():
             return "still improving by a large margin"
-        if not self.smoothed < self.start * (1.0 - self.tolerance):
+        if not self.better_than_start(self.smoothed):
             return f"not better than its start ({self.smoothed:.4f} vs {self.start:.4f})"
         return f"not at a stable point ({self.smoothed:.4f} vs best {self.best:.4f})"

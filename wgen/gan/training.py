@@ -8,6 +8,7 @@ exactly the same rule.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import zlib
@@ -170,6 +171,25 @@ class Pix2PixTrainer:
         self.steps += 1
         return {**d_parts, **g_parts}
 
+    def state(self) -> dict[str, Any]:
+        """A copy of the networks and optimisers, for `restore`. The batch sampler is left
+        out: after a restore the run draws new batches instead of replaying its drift."""
+        return copy.deepcopy(
+            {
+                "generator": self.generator.state_dict(),
+                "discriminator": self.discriminator.state_dict(),
+                "g_optimizer": self.g_optimizer.state_dict(),
+                "d_optimizer": self.d_optimizer.state_dict(),
+            }
+        )
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go back to a `state` taken earlier; `steps` keeps counting the work done."""
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+
 
 @dataclass
 class TrainingRun:
@@ -183,6 +203,9 @@ class TrainingRun:
     converged_step: int | None
     checkpoints: list[dict[str, Any]]  # {"step", "metrics", "state"} after convergence
     seconds: float
+    # The step whose weights the run went back to when it drifted away from its best
+    # (`ConvergenceMonitor.drifted`); None when it converged where it stood.
+    restored_step: int | None = None
 
     @property
     def converged(self) -> bool:
@@ -203,10 +226,17 @@ def train_until_converged(
 
     `evaluate` is any callable generator → metrics (the benchmark passes a cheap paired-L1
     one); each history entry carries the seconds since the start with and without the time
-    spent evaluating."""
+    spent evaluating.
+
+    With `collect.restore_best`, a run that drifts away from its best and stays away
+    (`ConvergenceMonitor.drifted`) goes back to the trainer's state at its best evaluation and
+    counts as converged there: `converged_step` is the step reached (the work done),
+    `restored_step` the step whose weights it kept. The K checkpoints continue from there."""
     monitor = ConvergenceMonitor(
         collect.patience, collect.tolerance, collect.smooth, collect.min_delta
     )
+    best: tuple[int, dict[str, Any]] | None = None  # (step, trainer state) at the best
+    restored_step = None
     history: list[dict[str, float]] = []
     checkpoints: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -229,23 +259,42 @@ def train_until_converged(
 
     def finish(status: str, reason: str, converged_step: int | None) -> TrainingRun:
         return TrainingRun(
-            status, reason, history, converged_step, checkpoints, time.perf_counter() - start
+            status,
+            reason,
+            history,
+            converged_step,
+            checkpoints,
+            time.perf_counter() - start,
+            restored_step,
         )
 
-    monitor.update(record()[metric])
+    def evaluate_now() -> bool:
+        """Evaluate; keep the state at a new best; True once the run is done."""
+        nonlocal best, restored_step
+        done = monitor.update(record()[metric])
+        if collect.restore_best and monitor.improved:
+            best = (trainer.steps, trainer.state())
+        if not done and collect.restore_best and monitor.drifted and best is not None:
+            restored_step = best[0]
+            trainer.restore(best[1])
+            return True
+        return done
+
+    evaluate_now()
     converged_step = None
     while trainer.steps < collect.max_steps:
         losses = trainer.step()
         if not all(math.isfinite(v) for v in losses.values()):
             return finish("nan", f"non-finite loss at step {trainer.steps}: {losses}", None)
-        if trainer.steps % collect.eval_every == 0 and monitor.update(record()[metric]):
+        if trainer.steps % collect.eval_every == 0 and evaluate_now():
             converged_step = trainer.steps
             break
+    best = None  # the kept state is not needed past this point
     if converged_step is None:
         return finish(
             "not_converged",
-            f"{metric} still improving by more than {collect.tolerance:.0%} after "
-            f"collect.max_steps={collect.max_steps} steps (best {monitor.best:.4f})",
+            f"{metric} not converged after collect.max_steps={collect.max_steps} steps: "
+            f"{monitor.reason()} (best {monitor.best:.4f})",
             None,
         )
     for _ in range(k_checkpoints):
