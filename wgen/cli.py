@@ -38,7 +38,14 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="override a config field: section.key=value (repeatable)"),
 ]
-OutOption = Annotated[Path, typer.Option("--out", help="run folder shared by all stages")]
+OutOption = Annotated[
+    str,
+    typer.Option(
+        "--out",
+        help="run folder shared by all stages: a path (shared by every node on a cluster) or a "
+        "URI such as s3://bucket/run (pairs, collect, train, bench)",
+    ),
+]
 ForceOption = Annotated[
     bool,
     typer.Option("--force", help="redo this stage (replacing its output), even if complete"),
@@ -96,7 +103,7 @@ def run_stage_command(
     stage: str,
     preset: str,
     overrides: list[str],
-    out: Path,
+    out: str | Path,
     force: bool = False,
     retry: bool = False,
     verbose: bool = False,
@@ -104,16 +111,26 @@ def run_stage_command(
     """What ``wgen pairs | collect | train | tune | pdiff | demo`` share: validate before Ray starts, check
     the run folder, hold its lock, run."""
     from wgen.core.runfolder import check_out_folder, run_lock
-    from wgen.pipeline import run_demo, run_stage
+    from wgen.core.storage import RunStorage
+    from wgen.pipeline import STAGE_PULLS, run_demo, run_stage, synced
 
     with reported():
         set_verbose(verbose)
         config = resolve_config(preset, overrides, stage)
         # Resolved once, here: every actor, task and Ray Train worker gets this absolute path,
-        # never one relative to its own working directory (a job's is a temporary copy).
-        out = out.expanduser().resolve()
+        # never one relative to its own working directory (a job's is a temporary copy). A URI
+        # is opened and written to once now, so a bad one fails before Ray starts.
+        storage = RunStorage.resolve(out, check=False)
+        if storage.remote and stage not in STAGE_PULLS:
+            raise OutputError(
+                f"--out {storage}: `wgen {stage}` runs on a local or shared folder only; URIs "
+                f"work with {', '.join(STAGE_PULLS)} (run those stages one by one)"
+            )
+        if storage.remote:
+            storage.check_writable()
+        out = storage.local
         check_out_folder(out)
-        with run_lock(out):
+        with run_lock(out), synced(storage, stage):
             if stage == "demo":
                 run_demo(config, out, force=force, overrides=overrides)
             elif stage == "tune":
@@ -127,9 +144,12 @@ def run_stage_command(
             elif stage == "bench":
                 from wgen.bench.stage import run_bench
 
-                run_bench(config, out, force=force, overrides=overrides)
+                run_bench(config, out, force=force, overrides=overrides, storage=storage)
             else:
-                run_stage(stage, config, out, force=force, retry=retry, overrides=overrides)
+                run_stage(
+                    stage, config, out, force=force, retry=retry, overrides=overrides,
+                    storage=storage,
+                )  # fmt: skip
 
 
 @app.command()
@@ -159,7 +179,7 @@ def vocabulary() -> None:
 def pairs(
     preset: PresetOption = "demo",
     set_: SetOption = None,
-    out: OutOption = Path("runs/demo"),
+    out: OutOption = "runs/demo",
     images: Annotated[
         Path | None, typer.Option("--images", help="folder of your own JPEG/PNG photos")
     ] = None,
@@ -175,7 +195,7 @@ def pairs(
 def collect(
     preset: PresetOption = "demo",
     set_: SetOption = None,
-    out: OutOption = Path("runs/demo"),
+    out: OutOption = "runs/demo",
     force: ForceOption = False,
     retry: Annotated[
         bool,
@@ -196,7 +216,7 @@ def collect(
 def train(
     preset: PresetOption = "demo",
     set_: SetOption = None,
-    out: OutOption = Path("runs/demo"),
+    out: OutOption = "runs/demo",
     force: ForceOption = False,
     verbose: VerboseOption = False,
     from_tune: Annotated[
@@ -228,7 +248,7 @@ def train(
 def tune(
     preset: PresetOption = "demo",
     set_: SetOption = None,
-    out: OutOption = Path("runs/demo"),
+    out: OutOption = "runs/demo",
     force: ForceOption = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -239,7 +259,7 @@ def tune(
 
 @app.command()
 def demo(
-    out: OutOption = Path("runs/demo"),
+    out: OutOption = "runs/demo",
     preset: PresetOption = "demo",
     set_: SetOption = None,
     force: ForceOption = False,
@@ -253,7 +273,7 @@ def demo(
 def bench(
     preset: PresetOption = "demo",
     set_: SetOption = None,
-    out: OutOption = Path("runs/demo"),
+    out: OutOption = "runs/demo",
     concepts: Annotated[
         Path | None,
         typer.Option(
@@ -419,7 +439,7 @@ def generate(
 def pdiff(
     preset: PresetOption = "demo",
     set_: SetOption = None,
-    out: OutOption = Path("runs/demo"),
+    out: OutOption = "runs/demo",
     force: ForceOption = False,
     verbose: VerboseOption = False,
 ) -> None:

@@ -3,20 +3,58 @@
 `run_stage` is what `wgen pairs | collect | train` and `wgen demo` call: it refuses a run
 folder made with other settings (naming the fields), skips a finished stage without writing
 anything, and otherwise writes the resolved config beside the outputs and runs the stage.
-The caller validates the config and holds the run folder's lock (`wgen.cli`).
+The caller validates the config and holds the run folder's lock (`wgen.cli`). For a run
+folder at a URI, `synced` brings what a stage reads into the staging copy and sends back what
+it wrote (`wgen.core.storage`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from wgen.config import Config
 from wgen.core.runfolder import check_input, check_own, stage_folder, stage_record
 from wgen.core.runtime import SUCCESS_FILE, print0, write_json
+from wgen.core.storage import RunStorage
 
 STAGES_TO_COME = ["distill"]
+
+# For a run folder at a URI: what each stage reads from it into the staging copy before it
+# runs (its inputs, and its own folder to resume or skip), and what it sends back after, in
+# this order. The pairs' shards and the generator's checkpoints (ray_results/) are written
+# at the URI directly by Ray; collection actors and bench workers upload each finished
+# concept themselves.
+STAGE_PULLS = {
+    "pairs": ["concepts.jsonl", "pairs/_SUCCESS.json"],
+    "collect": ["concepts.jsonl", "pairs", "base", "weights"],
+    "train": ["concepts.jsonl", "pairs", "base", "weights", "generator"],
+    "bench": ["concepts.jsonl", "pairs", "base", "weights", "generator", "bench"],
+}
+STAGE_PUSHES = {
+    "pairs": ["concepts.jsonl", "config.pairs.yaml", "pairs/_SUCCESS.json"],
+    "collect": ["config.collect.yaml", "base", "weights"],
+    "train": ["config.train.yaml", "generator"],
+    "bench": ["bench"],
+}
+
+
+@contextmanager
+def synced(storage: RunStorage, stage: str) -> Iterator[None]:
+    """Pull what ``stage`` reads into the staging copy, run the block, push what it wrote,
+    also when it failed or was interrupted (what it finished is kept, as on a local path).
+    Nothing to do for a local run folder."""
+    if not storage.remote:
+        yield
+        return
+    print0(f"{stage}: run folder {storage}, staged in {storage.local}")
+    storage.pull(STAGE_PULLS[stage])
+    try:
+        yield
+    finally:
+        storage.push(STAGE_PUSHES[stage])
 
 
 def run_stage(
@@ -26,8 +64,10 @@ def run_stage(
     force: bool = False,
     retry: bool = False,
     overrides: Sequence[str] = (),
+    storage: RunStorage | None = None,
 ) -> dict[str, Any]:
-    """Run ``stage`` ("pairs", "collect" or "train") on the run folder ``out``."""
+    """Run ``stage`` ("pairs", "collect" or "train") on the run folder ``out`` (the staging
+    copy of ``storage`` when that is a URI)."""
     out = Path(out)
     check_input(out, stage, config, overrides)
     done = check_own(out, stage, config, force)
@@ -47,17 +87,17 @@ def run_stage(
     if stage == "pairs":
         from wgen.data.pairs import run_pairs
 
-        return run_pairs(config, out, force=force)
+        return run_pairs(config, out, force=force, storage=storage)
     if stage == "collect":
         from wgen.collect.stage import check_min_converged, run_collect
 
-        summary = run_collect(config, out, force=force, retry=retry)
+        summary = run_collect(config, out, force=force, retry=retry, storage=storage)
         check_min_converged(summary, config)
         return summary
     if stage == "train":
         from wgen.generator.fit import run_train
 
-        info = run_train(config, out, force=force)
+        info = run_train(config, out, force=force, storage=storage)
         # The generator folder is written by the fit; its record is added here, last.
         write_json(
             folder / SUCCESS_FILE,

@@ -38,6 +38,7 @@ from wgen.core.runfolder import (
     stage_fields,
 )
 from wgen.core.runtime import init_ray, print0, read_json, write_json
+from wgen.core.storage import RunStorage
 from wgen.data.concepts import Concept
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, pairs_done, read_pairs
 from wgen.gan.training import BASE_DIR, ConceptPairs, concept_pairs, concept_seed
@@ -346,7 +347,7 @@ class ProbeL1:
 class BenchWorker:
     """Ray actor: fine-tunes every (method, seed) of one concept per call, writing each run."""
 
-    def __init__(self, config: dict[str, Any], out: str, folder: str):
+    def __init__(self, config: dict[str, Any], out: str, folder: str, uri: str | None = None):
         import torch
 
         from wgen.gan.metrics import build_feature_extractor
@@ -355,6 +356,10 @@ class BenchWorker:
         self.config = bench_rule(Config.from_dict(config))
         self.threads = self.config.gan.threads
         torch.set_num_threads(self.threads)
+        # A run folder at a URI: the base GAN from there on a node without the driver's copy,
+        # and each finished concept's runs uploaded there at once (see `wgen.core.storage`).
+        self.storage = RunStorage(Path(out), uri)
+        self.storage.fetch_missing([BASE_DIR])
         self.base = BaseGAN.load(Path(out) / BASE_DIR)
         self.folder = Path(folder)
         self.extractor = build_feature_extractor(self.config.collect.feature_extractor)
@@ -369,7 +374,10 @@ class BenchWorker:
         np.savez_compressed(
             folder / "pairs.npz", sources=pairs.eval_sources[:2], targets=pairs.eval_targets[:2]
         )
-        return [self.run_one(pairs, final, run) for run in job["runs"]]
+        records = [self.run_one(pairs, final, run) for run in job["runs"]]
+        # each run's JSON last: a run with its JSON at the URI has its outputs there
+        self.storage.upload(sorted(folder.iterdir(), key=lambda p: p.suffix == ".json"))
+        return records
 
     def run_one(self, pairs: ConceptPairs, final, run: dict[str, Any]) -> dict[str, Any]:
         from wgen.gan.metrics import generate_uint8, paired_l1
@@ -463,9 +471,14 @@ def make_jobs(
 
 
 def run_bench(
-    config: Config, out: Path, force: bool = False, overrides: list[str] | tuple = ()
+    config: Config,
+    out: Path,
+    force: bool = False,
+    overrides: list[str] | tuple = (),
+    storage: RunStorage | None = None,
 ) -> dict[str, Any]:
-    """Check, make the initial weights, fine-tune on the actor pool, write the results."""
+    """Check, make the initial weights, fine-tune on the actor pool, write the results.
+    ``storage``: the run folder at a URI, whose staging copy ``out`` is."""
     import torch
 
     from wgen.bench.report import write_results
@@ -510,8 +523,12 @@ def run_bench(
             generator = WeightGenerator.load(plan.generator_dir)
             generator.check_base(base.fingerprint)
         jobs = make_jobs(plan, config, baselines, generator)
+        storage = storage or RunStorage(Path(out))
         try:
-            fine_tune(config, plan, jobs)
+            try:
+                fine_tune(config, plan, jobs, storage.uri)
+            finally:  # the runs workers on other nodes uploaded
+                storage.pull([f"{BENCH_DIR}/{RUNS_DIR}"], merge=True)
         except KeyboardInterrupt:
             done = total - len(plan.todo())
             raise Interrupted(
@@ -522,7 +539,9 @@ def run_bench(
     return results
 
 
-def fine_tune(config: Config, plan: BenchPlan, jobs: list[dict[str, Any]]) -> None:
+def fine_tune(
+    config: Config, plan: BenchPlan, jobs: list[dict[str, Any]], uri: str | None = None
+) -> None:
     """Run the jobs on a pool of `bench.actors` actors, one line per finished concept."""
     import ray
     from ray.util import ActorPool
@@ -531,7 +550,7 @@ def fine_tune(config: Config, plan: BenchPlan, jobs: list[dict[str, Any]]) -> No
     bench = config.bench
     worker = ray.remote(num_cpus=bench.cpus_per_actor)(BenchWorker)
     actors = [
-        worker.remote(config.to_dict(), str(plan.out), str(plan.folder))
+        worker.remote(config.to_dict(), str(plan.out), str(plan.folder), uri)
         for _ in range(min(bench.actors, len(jobs)))
     ]
     pool = ActorPool(actors)

@@ -5,6 +5,10 @@ Ray Data streams the pairs from Parquet and groups them by concept; a pool of
 until convergence, and writes the K post-convergence checkpoints of that concept as its own
 Parquet file (`wgen.weights.store`). Finished concepts are skipped on a re-run; a concept
 whose actor dies is retried by Ray, and recorded as failed after `collect.max_retries`.
+
+For a run folder at a URI (`wgen.core.storage`) the pairs are read from the URI, and each
+actor uploads a concept's files there as soon as it finishes it, so concepts trained on a node
+without the driver's disk reach the run folder too; the driver gathers them at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from wgen.core.devices import current_device
 from wgen.core.errors import CollectIncomplete, Interrupted, RunFolderError
 from wgen.core.runfolder import STARTED_FILE, stage_record, write_started
 from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, write_json
+from wgen.core.storage import RunStorage
 from wgen.data.concepts import select_for_collection
 from wgen.data.pairs import CONCEPTS_FILE, PAIRS_DIR, load_concepts, pairs_done, read_pairs
 from wgen.gan.training import (
@@ -36,7 +41,7 @@ from wgen.gan.training import (
     weight_manifest,
 )
 from wgen.weights.format import flatten
-from wgen.weights.store import WeightStore
+from wgen.weights.store import MANIFEST_FILE, WEIGHTS_DIR, WeightStore
 
 
 def select_concepts(out: Path, collect: CollectConfig) -> list[str]:
@@ -139,13 +144,16 @@ def collect_one(
 class ConceptTrainer:
     """Ray Data actor: trains the LoRA of every concept group it receives."""
 
-    def __init__(self, config: dict[str, Any], out: str):
+    def __init__(self, config: dict[str, Any], out: str, uri: str | None = None):
         import torch
 
         from wgen.gan.metrics import build_feature_extractor
 
         self.config = Config.from_dict(config)
         torch.set_num_threads(self.config.gan.threads)
+        # On a node without the driver's disk: the base GAN and the manifest from the URI.
+        self.storage = RunStorage(Path(out), uri)
+        self.storage.fetch_missing([BASE_DIR, f"{WEIGHTS_DIR}/{MANIFEST_FILE}"])
         self.store = WeightStore(out)
         self.base = BaseGAN.load(Path(out) / BASE_DIR)
         # Inception on the actor's GPU when it has one (the offline extractor stays on the CPU)
@@ -167,6 +175,14 @@ class ConceptTrainer:
 
     def __call__(self, group: pd.DataFrame) -> pd.DataFrame:
         concept_id = str(group["concept_id"].iloc[0])
+        # The URI's status and attempts, not what this host's staging copy held before.
+        self.storage.pull(
+            [
+                _relative(self.store.status_dir, concept_id),
+                _relative(self.store.attempts_dir, concept_id),
+            ],
+            record=False,
+        )
         status = self.store.status(concept_id)
         if status is None:
             status = self._train(concept_id, group)
@@ -181,7 +197,17 @@ class ConceptTrainer:
         )
 
     def _train(self, concept_id: str, group: pd.DataFrame) -> dict[str, Any]:
+        status = self._attempt(concept_id, group)
+        # Weights first, status last: a concept with a status at the URI has its weights there.
+        weights = self.store.folder / f"{concept_id}.parquet"
+        self.storage.upload(
+            [p for p in (weights, self.store.status_dir / f"{concept_id}.json") if p.exists()]
+        )
+        return status
+
+    def _attempt(self, concept_id: str, group: pd.DataFrame) -> dict[str, Any]:
         attempt = self.store.begin_attempt(concept_id)
+        self.storage.upload([self.store.attempts_dir / f"{concept_id}.json"])
         allowed = self.config.collect.max_retries + 1
         if attempt > allowed:
             status = {
@@ -207,8 +233,17 @@ class ConceptTrainer:
             return status
 
 
+def _relative(folder: Path, concept_id: str) -> str:
+    """``weights/_status/<id>.json`` and the like: a concept's file, relative to the run folder."""
+    return f"{WEIGHTS_DIR}/{folder.name}/{concept_id}.json"
+
+
 def run_collect(
-    config: Config, out: Path, force: bool = False, retry: bool = False
+    config: Config,
+    out: Path,
+    force: bool = False,
+    retry: bool = False,
+    storage: RunStorage | None = None,
 ) -> dict[str, Any]:
     """Make ``<out>/base/`` and ``<out>/weights/``, resuming any earlier partial run.
 
@@ -216,12 +251,14 @@ def run_collect(
     (e.g. after raising ``collect.max_steps``); converged concepts are always kept, after a
     check that their weight file is intact. ``force`` trains the base and every concept anew.
     Ctrl-C stops with `Interrupted`; the concepts in flight are not counted as attempts.
+    ``storage``: the run folder at a URI, whose staging copy ``out`` is.
     """
     import shutil
 
     import ray
 
     out = Path(out)
+    storage = storage or RunStorage(out)
     if not pairs_done(out):
         raise RunFolderError(
             f"no finished image pairs under {out / PAIRS_DIR}; make them with "
@@ -253,14 +290,20 @@ def run_collect(
         store.forget(concept_id)
     selected = select_concepts(out, config.collect)
     todo = sorted(set(selected) - store.finished())
+    # The base GAN, the manifest and what was forgotten above, at the URI before any actor
+    # (on any node) reads them or adds a concept.
+    storage.push([BASE_DIR, WEIGHTS_DIR])
     print0(
         f"collect: {len(selected)} concepts selected, {len(selected) - len(todo)} already finished, {len(todo)} to train"
     )
     start = time.perf_counter()
     attempts_before = {c: len(store.attempts(c)) for c in todo}
     try:
-        if todo:
-            train_concepts(config, out, todo, start)
+        try:
+            if todo:
+                train_concepts(config, out, todo, start, storage)
+        finally:  # the concepts actors uploaded from other nodes, before anything is pushed
+            storage.pull([WEIGHTS_DIR], merge=True)
     except KeyboardInterrupt:
         if started_ray:  # stop the actors before their attempt counts are rewound
             ray.shutdown()
@@ -283,7 +326,9 @@ def run_collect(
     return summary
 
 
-def train_concepts(config: Config, out: Path, todo: list[str], start: float) -> None:
+def train_concepts(
+    config: Config, out: Path, todo: list[str], start: float, storage: RunStorage | None = None
+) -> None:
     """Train the concepts ``todo`` on the actor pool, printing one line per concept."""
     import ray
     from ray.data.expressions import col
@@ -296,9 +341,11 @@ def train_concepts(config: Config, out: Path, todo: list[str], start: float) -> 
     # sort-based shuffle uses plain tasks and groups a few thousand pairs in seconds.
     context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     rows = None
+    storage = storage or RunStorage(out)
+    pairs, filesystem = storage.target(PAIRS_DIR)  # at a URI: readable from every node
     try:
         dataset = (
-            ray.data.read_parquet(str(out / PAIRS_DIR), file_extensions=["parquet"])
+            ray.data.read_parquet(pairs, filesystem=filesystem, file_extensions=["parquet"])
             .filter(expr=col("concept_id").is_in(todo))
             # One block per concept before the sort, so the sort hands the actor pool as
             # many blocks as there are concepts and every actor gets work.
@@ -306,7 +353,11 @@ def train_concepts(config: Config, out: Path, todo: list[str], start: float) -> 
             .groupby("concept_id")
             .map_groups(
                 ConceptTrainer,
-                fn_constructor_kwargs={"config": config.to_dict(), "out": str(out)},
+                fn_constructor_kwargs={
+                    "config": config.to_dict(),
+                    "out": str(out),
+                    "uri": storage.uri,
+                },
                 batch_format="pandas",
                 compute=ray.data.ActorPoolStrategy(size=config.collect.actors),
                 num_cpus=config.collect.cpus_per_actor,

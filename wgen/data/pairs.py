@@ -5,7 +5,8 @@ seeded crop pool themselves and apply the edits, so nothing large crosses the ob
 and the plan scales to a cluster. Output: ``<out>/pairs/*.parquet`` with one row per pair
 (concept id, concept text, split, image id, source and target as PNG bytes) and
 ``<out>/pairs/_SUCCESS.json`` with the counts, written last: a folder without it is
-unfinished and is rebuilt.
+unfinished and is rebuilt. For a run folder at a URI the shards are written there directly by
+Ray Data (from whichever node), and ``_SUCCESS.json`` goes to the staging copy, pushed after.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from wgen.core.runtime import (
     scoped_data_context,
     write_json,
 )
+from wgen.core.storage import RunStorage
 from wgen.data.concepts import Concept, make_concepts
 from wgen.data.images import crop_pool, encode_png, load_photos
 
@@ -112,8 +114,11 @@ def pairs_done(out: Path) -> bool:
     return (Path(out) / PAIRS_DIR / SUCCESS_FILE).exists()
 
 
-def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
-    """Make ``<out>/pairs/``; a finished folder is kept unless ``force``."""
+def run_pairs(
+    config: Config, out: Path, force: bool = False, storage: RunStorage | None = None
+) -> dict[str, Any]:
+    """Make ``<out>/pairs/``; a finished folder is kept unless ``force``. ``storage``: the
+    run folder at a URI, whose staging copy ``out`` is."""
     import ray
 
     out = Path(out)
@@ -138,6 +143,9 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     init_ray()
     start = time.perf_counter()
     progress = scoped_data_context(enable_progress_bars=sys.stderr.isatty())
+    remote = storage is not None and storage.remote
+    if remote:  # an unfinished or replaced folder at the URI: its old shards go first
+        storage.remove(PAIRS_DIR)
     with progress, atomic_dir(pairs_dir) as tmp:
         # One block per editor batch, so the pool's actors share the work.
         chunks = [
@@ -157,7 +165,8 @@ def run_pairs(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
             num_cpus=data.editor_cpus,
             num_gpus=data.editor_gpus or None,
         )
-        dataset.write_parquet(str(tmp), min_rows_per_file=data.rows_per_shard)
+        target, filesystem = storage.target(PAIRS_DIR) if remote else (str(tmp), None)
+        dataset.write_parquet(target, filesystem=filesystem, min_rows_per_file=data.rows_per_shard)
         seconds = time.perf_counter() - start
         summary = {
             "pairs": len(plan),

@@ -21,6 +21,10 @@ new worker group restarts the loop from the latest reported checkpoint
 same run folder uses the same run name (`run_name`: a digest of the settings that define
 the model, not of the epoch count or the number of workers) and storage path, and Ray Train
 V2 restores that run's latest checkpoint, so it continues instead of starting over.
+
+A run folder at a URI (`wgen.core.storage`): Ray Train keeps the run there itself
+(``storage_path`` inside the URI's filesystem, passed as ``storage_filesystem``), and a worker
+on a node without the driver's staging copy fetches the base GAN and the pairs it reads.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from wgen.core.runtime import (
     train_logging_config,
     write_json,
 )
+from wgen.core.storage import RunStorage
 from wgen.gan.metrics import build_feature_extractor
 from wgen.gan.quality import concept_evals, mean_metrics, score_lora
 from wgen.gan.training import BASE_DIR, BaseGAN, weight_manifest
@@ -503,6 +508,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     data = BlockData.from_dict(loop_config["data"])
     rank = ray.train.get_context().get_world_rank()
     out = Path(loop_config["out"])
+    RunStorage(out, loop_config.get("uri")).fetch_missing([BASE_DIR, "pairs", "concepts.jsonl"])
 
     with torch.random.fork_rng():  # every rank builds the same initial weights
         torch.manual_seed(train.seed)
@@ -622,12 +628,15 @@ def fit_generator(
     name: str | None = None,
     storage_path: Path | None = None,
     callbacks: list | None = None,
+    storage: RunStorage | None = None,
 ):
     """Run the data-parallel TorchTrainer on ``<out>/weights``; returns Ray Train's Result.
 
     ``name`` / ``storage_path`` default to `run_name(config)` and ``<out>/ray_results``; a Ray
     Tune trial passes its own (and e.g. Tune's report callback in ``callbacks``). Running
     again with the same name and storage path resumes from that run's latest checkpoint.
+    ``storage``: the run folder at a URI (``out`` is its staging copy); ``ray_results`` is
+    then at the URI.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -648,7 +657,16 @@ def fit_generator(
     )
     check_weights_fit_config(out, config, data)
     name = name or run_name(config)
-    storage = Path(storage_path or out / RAY_RESULTS_DIR).resolve()
+    filesystem = None
+    if storage is not None and storage.remote and storage_path is None:
+        storage_uri, filesystem = storage.target(RAY_RESULTS_DIR)
+        # The per-rank progress lines stay on each worker's host (they are only logs).
+        progress_dir = out / RAY_RESULTS_DIR / name / PROGRESS_DIR
+        where = f"{storage}/{RAY_RESULTS_DIR}"
+    else:
+        storage_uri = str(Path(storage_path or out / RAY_RESULTS_DIR).resolve())
+        progress_dir = Path(storage_uri) / name / PROGRESS_DIR
+        where = storage_uri
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch instead
     datasets = block_datasets(data)
     if not train.block_pass:
@@ -659,7 +677,7 @@ def fit_generator(
         f"train: {data.rows.get(TRAIN, 0)} training checkpoints → {data.blocks(TRAIN):,} blocks "
         f"of b={data.layout.block_size} (N={data.layout.n_blocks} per checkpoint), "
         f"{data.rows.get(VAL, 0)} validation checkpoints, cut in {time.perf_counter() - start:.1f} s; "
-        f"{train.workers} worker(s), run {name} in {storage}"
+        f"{train.workers} worker(s), run {name} in {where}"
     )
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -667,8 +685,9 @@ def fit_generator(
             "config": config.to_dict(),
             "data": data.to_dict(),
             "out": str(out),
+            "uri": storage.uri if storage is not None else None,
             "run_name": name,
-            "progress_dir": str(storage / name / PROGRESS_DIR),
+            "progress_dir": str(progress_dir),
             "has_val": VAL in datasets,
         },
         scaling_config=ScalingConfig(
@@ -678,7 +697,8 @@ def fit_generator(
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=storage_uri,
+            storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=train.max_failures),
             logging_config=train_logging_config(),
             checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
@@ -723,19 +743,24 @@ def export_generator(checkpoint, folder: Path, export: str = "last") -> WeightGe
     return generator
 
 
-def run_train(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
+def run_train(
+    config: Config, out: Path, force: bool = False, storage: RunStorage | None = None
+) -> dict[str, Any]:
     """Fit the generator on ``<out>/weights`` and export it to ``<out>/generator``.
 
     A finished generator of the same run is kept unless ``force``; an unfinished run (a
     crashed or re-submitted job, or more epochs asked for) resumes from its checkpoint.
+    ``storage``: the run folder at a URI, whose staging copy ``out`` is.
     """
     out = Path(out)
+    storage = storage or RunStorage(out)
     store = WeightStore(out)
     store.manifest()  # a missing weight dataset fails here, naming `wgen collect`
     name = run_name(config)
     target = out / GENERATOR_DIR
     if force:
         shutil.rmtree(out / RAY_RESULTS_DIR / name, ignore_errors=True)
+        storage.remove(f"{RAY_RESULTS_DIR}/{name}")
     elif generator_complete(target, name, config.train.epochs):
         info = read_json(target / INFO_FILE)["info"]
         print0(
@@ -746,9 +771,9 @@ def run_train(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
         return info
     init_ray()
     start = time.perf_counter()
-    result = fit_generator(config, out)
+    result = fit_generator(config, out, storage=storage)
     if result.checkpoint is None:
-        raise RuntimeError(f"run {name} reported no checkpoint; see {out / RAY_RESULTS_DIR}")
+        raise RuntimeError(f"run {name} reported no checkpoint; see {storage}/{RAY_RESULTS_DIR}")
     generator = export_generator(result.checkpoint, target, config.train.export)
     info = {**generator.info, "job_seconds": round(time.perf_counter() - start, 2)}
     chosen = (
