@@ -94,3 +94,22 @@ def test_pairs_and_collect_with_a_relative_path(ray_local, tmp_path, monkeypatch
     out = tmp_path / "runs" / "local"
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     check_run(files, lambda path: json.loads((out / path).read_text()))
+
+
+# 30 s measured (a Ray Train start-up); in the slow tier to keep the default run short. Run
+# it after the collection above: pytest -m "" tests/e2e/test_storage_uri.py
+@pytest.mark.slow
+def test_train_with_out_s3(ray_local, s3, tmp_path, monkeypatch):
+    """The generator on the weights collected above, from yet another host: Ray Train keeps
+    its checkpoints at the URI (storage_filesystem) and the exported generator lands there."""
+    before = s3.files("run")
+    if "weights/_SUCCESS.json" not in before:
+        pytest.skip("needs test_pairs_and_collect_with_out_s3 first")
+    monkeypatch.setenv(STAGING_ENV, str(tmp_path / "host3"))
+    uri = s3.uri("run", keys=True)
+    wgen("train", "--preset", "tiny", "--set", "train.epochs=1", "--out", uri)
+    files = set(s3.files("run"))
+    assert {"generator/_SUCCESS.json", "config.train.yaml"} <= files
+    assert read_json(s3, "run/generator/_SUCCESS.json")["record"]["stage"] == "train"
+    assert any(f.startswith("ray_results/") and "/checkpoint_" in f for f in files), files
+    assert any(f.startswith("generator/") and f.endswith(".safetensors") for f in files)
