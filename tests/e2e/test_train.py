@@ -17,15 +17,14 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tests.e2e.interrupt import interrupt_wgen
+from tests.e2e.weights import collect_without_ray
 from wgen.cli import app
-from wgen.collect.stage import collect_one, ensure_base, select_concepts
 from wgen.config import load_config
 from wgen.core.runfolder import stage_record
 from wgen.core.runtime import SUCCESS_FILE, write_json
-from wgen.data.pairs import read_pairs, run_pairs
+from wgen.data.pairs import run_pairs
 from wgen.gan.lora import load_adapter, trainable_state_dict
-from wgen.gan.metrics import build_feature_extractor
-from wgen.gan.training import BASE_DIR, BaseGAN, concept_pairs, weight_manifest
+from wgen.gan.training import BASE_DIR, BaseGAN
 from wgen.generator.checkpoint import WeightGenerator
 from wgen.generator.fit import (
     GENERATOR_DIR,
@@ -47,19 +46,6 @@ COLLECT = ["collect.max_concepts=6", "collect.max_steps=200"]
 
 def tiny(*overrides: str):
     return load_config("tiny", COLLECT + list(overrides))
-
-
-def collect_without_ray(config, out: Path) -> None:
-    """The weight dataset from collection's pure per-concept function (the actor pool is
-    tested in test_collect.py; here it would only add start-up time)."""
-    torch.set_num_threads(1)
-    base = ensure_base(config, out)
-    store = WeightStore(out)
-    store.save_manifest(weight_manifest(base, config))
-    ids = select_concepts(out, config.collect)
-    extractor = build_feature_extractor(config.collect.feature_extractor)
-    for pairs in concept_pairs(read_pairs(out, ids), config):
-        collect_one(config, base, extractor, store, pairs)
 
 
 @pytest.fixture(scope="module")

@@ -15,21 +15,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from wgen.collect.stage import collect_one, ensure_base, select_concepts
+from tests.e2e.weights import collect_without_ray
 from wgen.config import load_config
 from wgen.core.runtime import read_json
-from wgen.data.pairs import read_pairs, run_pairs
-from wgen.gan.metrics import build_feature_extractor
-from wgen.gan.training import concept_pairs, weight_manifest
+from wgen.data.pairs import run_pairs
 from wgen.tune.results import best_overrides
 from wgen.tune.search import run_tune
 from wgen.tune.trial import read_trial_events
-from wgen.weights.store import WeightStore
 
 # The first test also builds the weights and runs the search (module fixture).
-pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 # Six concepts (4 train, 2 val) that converge; two epochs, the score after each, so ASHA
@@ -42,20 +38,6 @@ SEARCH = [
     "tune.max_concurrent_trials=2",
     "tune.latency_repeats=2",
 ]
-
-
-def build_weights(config, out: Path) -> None:
-    """The weight dataset from collection's pure per-concept function (no actor pool)."""
-    torch.set_num_threads(1)
-    run_pairs(config, out)
-    base = ensure_base(config, out)
-    store = WeightStore(out)
-    store.save_manifest(weight_manifest(base, config))
-    concepts = read_pairs(out, columns=["concept_id", "split"]).drop_duplicates()
-    ids = select_concepts(concepts, config.collect.max_concepts)
-    extractor = build_feature_extractor(config.collect.feature_extractor)
-    for pairs in concept_pairs(read_pairs(out, ids), config):
-        collect_one(config, base, extractor, store, pairs)
 
 
 def interrupt_after_first_trial(out: Path, address: str) -> tuple[list[str], str]:
@@ -93,7 +75,8 @@ def interrupt_after_first_trial(out: Path, address: str) -> tuple[list[str], str
 @pytest.fixture(scope="module")
 def searched(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("tune_run")
-    build_weights(load_config("tiny", SEARCH), out)
+    run_pairs(load_config("tiny", SEARCH), out)
+    collect_without_ray(load_config("tiny", SEARCH), out)
     address = ray_local.get_runtime_context().gcs_address
     started = time.perf_counter()
     finished, output = interrupt_after_first_trial(out, address)
