@@ -114,7 +114,7 @@ class CollectConfig:
     # A concept that leaves its best and stays away (no new best for 2 x patience evaluations,
     # outside the stable band) goes back to its best state and counts as converged there
     # (`wgen.gan.convergence`). Without it, 13 of the demo's 48 concepts peaked at step
-    # 25-125, drifted 1.2-2.4x worse and ran to max_steps, 64% of collection's actor time.
+    # 25-125, drifted 1.3-2.8x worse and ran to max_steps, 64% of collection's actor time.
     restore_best: bool = True
     k_checkpoints: int = 4  # K checkpoints saved after convergence
     checkpoint_every: int = 25  # steps between the K checkpoints

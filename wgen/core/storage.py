@@ -55,9 +55,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from wgen.core.errors import OutputError
+from wgen.core.runtime import SUCCESS_FILE
 
 STAGING_ENV = "WGEN_STAGING_DIR"  # where URIs' staging copies go (default: the temp folder)
-SUCCESS_FILE = "_SUCCESS.json"  # = wgen.core.runtime.SUCCESS_FILE (not imported: no Ray here)
 SYNCED_FILE = "_SYNCED.json"  # in the staging copy: what was last pulled or pushed, per file
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
 

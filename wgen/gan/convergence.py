@@ -18,7 +18,7 @@ converged when all of these hold:
 
 A run can also **drift**: better than its start, then no new best for twice the window while
 the metric stays outside the stable band. On the demo collection (fresh clone, 48 concepts)
-13 concepts did this: best L1 at step 25-125, then 1.2-2.4x worse by `max_steps` = 1500,
+13 concepts did this: best L1 at step 25-125, then 1.3-2.8x worse by `max_steps` = 1500,
 recorded as not converged after 64% of the collection's actor time. Such a run does not come
 back; the training loop rewinds it to the weights of its best (`drifted`, and
 `collect.restore_best` in `wgen.gan.training.train_until_converged`).
@@ -94,7 +94,7 @@ class ConvergenceMonitor:
     @property
     def improved(self) -> bool:
         """The last evaluation set a new best of the smoothed metric (the weights to keep)."""
-        return len(self.bests) == 1 or (len(self.bests) > 1 and self.bests[-1] < self.bests[-2])
+        return len(self.bests) == 1 or self.bests[-1] < self.bests[-2]  # update() came first
 
     def better_than_start(self, value: float) -> bool:
         return value < self.start * (1.0 - self.tolerance) or self.start <= 0
