@@ -186,6 +186,10 @@ class TrainConfig:
     # Paraphrase augmentation (the paper's LLM rewording; here the concept grammar writes
     # them): P extra wordings per training concept, one wording drawn per concept per step.
     paraphrases: int = 16  # P; 0 = each concept's own text only
+    # Train on only N of the collected training concepts (coverage of the validation
+    # concepts' edits first, then by id; a smaller N is a subset of a larger one): the
+    # generator's learning curve over the number of concepts. None = every one collected.
+    max_train_concepts: int | None = None
     # The function-space term L = L_diff + λ_f·L_func (wgen.generator.funcspace): whole
     # concepts, all N blocks denoised from pure noise as generation does, decoded and run
     # through the frozen base GAN on a few of the concept's training pairs.
@@ -553,6 +557,7 @@ LATER_FIELDS_OFF: dict[tuple[str, str], Any] = {
     ("collect", "restore_best"): False,
     ("denoiser", "block_readout"): 0,
     ("train", "lr_schedule"): "constant",
+    ("train", "max_train_concepts"): None,
     ("train", "export"): "last",
 }
 
@@ -924,6 +929,8 @@ def validate_train(config: Config) -> None:
     _at_least(train, "max_failures", 0)
     _at_least(train, "threads", 1)
     _at_least(train, "shuffle_buffer", 0)
+    if train.max_train_concepts is not None:
+        _at_least(train, "max_train_concepts", 1, "or none for every collected concept")
     from wgen.generator.schedule import EXPORTS, LR_SCHEDULES
 
     _need(

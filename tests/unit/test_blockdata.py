@@ -7,6 +7,9 @@ import pyarrow as pa
 import pytest
 import torch
 
+from wgen.config import load_config
+from wgen.data.concepts import coverage_first, make_concepts
+from wgen.data.pairs import CONCEPTS_FILE, save_concepts
 from wgen.generator.dataset import (
     BlockData,
     cut_rows,
@@ -209,3 +212,19 @@ def test_a_codec_with_read_only_arrays_decodes_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert codec.decode_tensor(torch.zeros(layout.n_blocks, 16)).shape == (130,)
+
+
+def test_max_train_concepts_keeps_validation_and_the_coverage_first_subset(tmp_path):
+    concepts = make_concepts(load_config("tiny").data)
+    train = [c for c in concepts if c.split == "train"][:4]
+    val = [c for c in concepts if c.split == "val"][:1]
+    save_concepts(concepts, tmp_path / CONCEPTS_FILE)
+    store = write_store(tmp_path, {c.id: (c.text, c.split) for c in train + val})
+    cached_embeddings(tmp_path, ENCODER, [c.text for c in train + val], CountingEncoder())
+    data = load_block_data(tmp_path, 4, ENCODER, max_train_concepts=2)
+    kept = list(data.concepts_of("train")["concept_id"])
+    assert kept == sorted(c.id for c in coverage_first(train, 2, val, vocabulary=train))
+    assert data.rows == {"train": 4, "val": 2} and len(data.files["train"]) == 2
+    subset = codec_of(store.read(splits=["train"]).query("concept_id in @kept"), 4)
+    np.testing.assert_array_equal(data.codec.center, subset.center)
+    assert len(load_block_data(tmp_path, 4, ENCODER).concepts_of("train")) == 4

@@ -148,6 +148,12 @@ CONFIG_CASES = [
         2,
         "train.lr_schedule='linear': valid: constant, cosine",
     ),
+    (
+        "a learning curve point without concepts",
+        ["train", "--set", "train.max_train_concepts=0"],
+        2,
+        "train.max_train_concepts=0: must be at least 1 (or none for every collected concept)",
+    ),
     ("unknown exported epoch", ["train", "--set", "train.export=first"], 2, "train.export='first'"),
     ("unreadable list", ["pdiff", "--set", "pdiff.settings=[mlp"], 2, "write a,b or [a, b]"),
     (

@@ -16,8 +16,10 @@ from wgen.data.concepts import (
     STRENGTHS,
     TEMPLATES,
     Concept,
+    coverage_first,
     make_concepts,
     max_concepts,
+    select_for_collection,
     template_words,
     tokenize,
 )
@@ -149,3 +151,29 @@ def test_impossible_counts_say_the_maximum() -> None:
         make_concepts(dataclasses.replace(DEMO, n_heldout_concepts=2000, n_train_concepts=1000))
     with pytest.raises(ValueError, match="must be ≥ 0"):
         make_concepts(dataclasses.replace(DEMO, n_val_concepts=-1))
+
+
+def test_collection_covers_every_edit_of_its_validation_concepts(demo) -> None:
+    chosen = select_for_collection(demo, 48)
+    val = [c for c in chosen if c.split == "val"]
+    train = [c for c in chosen if c.split == "train"]
+    assert (len(val), len(train)) == (8, 40)
+    covered = {edit for c in train for edit in c.edits}
+    assert {edit for c in val for edit in c.edits} <= covered
+    assert {name for c in demo for name, _ in c.edits} == {name for name, _ in covered}
+
+
+def test_coverage_first_only_adds_concepts_as_n_grows(demo) -> None:
+    train, val = _split(demo, "train"), _split(demo, "val")[:8]
+    picks = [coverage_first(train, n, val, vocabulary=train) for n in (5, 20, 40, 80)]
+    for smaller, larger in zip(picks, picks[1:], strict=False):
+        assert {c.id for c in smaller} < {c.id for c in larger}
+    assert [len(p) for p in picks] == [5, 20, 40, 80]
+    # the greedy part comes first: 5 concepts already cover more validation edits than the
+    # first 5 ids do
+    wanted = {edit for c in val for edit in c.edits}
+
+    def hits(concepts):
+        return len(wanted & {e for c in concepts for e in c.edits})
+
+    assert hits(picks[0]) > hits(train[:5])

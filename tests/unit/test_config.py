@@ -87,3 +87,5 @@ def test_a_field_added_later_is_left_out_of_run_digests_while_off():
     for later in ("train.lr_schedule=cosine", "train.export=best"):
         assert run_name(load_config("tiny", [later])) == run_name(off)
     assert "lr_schedule" not in without_later_fields_off(off.to_dict())["train"]
+    # trained on fewer concepts (a learning curve): another model
+    assert run_name(load_config("tiny", ["train.max_train_concepts=3"])) != run_name(off)

@@ -675,11 +675,30 @@ def select_for_collection(
     chosen_val = val[:n_val]
 
     must_programs = {c.edits for c in chosen_held if c.kind == "paraphrase"}
-    wanted = {edit for c in chosen_val + chosen_held for edit in c.edits}
-    wanted |= {(name, None) for c in concepts for name, _ in c.edits}  # every primitive once
+    first = [c for c in train if c.edits in must_programs]
+    picked = coverage_first(train, n_train, chosen_val + chosen_held, concepts, first)
+    return chosen_val + chosen_held + sorted(picked, key=lambda c: c.id)
+
+
+def coverage_first(
+    train: list[Concept],
+    n_train: int,
+    targets: list[Concept],
+    vocabulary: Iterable[Concept] = (),
+    first: Iterable[Concept] = (),
+) -> list[Concept]:
+    """``n_train`` of the ``train`` concepts (sorted by id): ``first`` (up to ``n_train``), then
+    greedily the concept that covers the most still-uncovered (primitive, strength) of the
+    ``targets`` and primitives of the ``vocabulary``, then the rest in id order.
+
+    The choice for a smaller ``n_train`` is a subset of the choice for a larger one, so a
+    learning curve over ``n_train`` adds concepts and never swaps them.
+    """
+    wanted = {edit for c in targets for edit in c.edits}
+    wanted |= {(name, None) for c in vocabulary for name, _ in c.edits}  # every primitive once
     picked: dict[str, Concept] = {}
-    for concept in train:  # the programs that held-out paraphrases reword come first
-        if concept.edits in must_programs and len(picked) < n_train:
+    for concept in first:
+        if len(picked) < n_train:
             picked[concept.id] = concept
 
     def covers(concept: Concept) -> set:
@@ -701,7 +720,7 @@ def select_for_collection(
         if len(picked) >= n_train:
             break
         picked.setdefault(concept.id, concept)
-    return chosen_val + chosen_held + sorted(picked.values(), key=lambda c: c.id)
+    return list(picked.values())
 
 
 def paraphrases(concept: Concept, count: int, seed: int = 0) -> list[str]:

@@ -39,7 +39,7 @@ import pandas as pd
 import pyarrow as pa
 
 from wgen.config import Config
-from wgen.data.concepts import paraphrases
+from wgen.data.concepts import coverage_first, paraphrases
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
 from wgen.gan.training import concept_pairs
 from wgen.generator.text import pad_token_states
@@ -222,6 +222,18 @@ def text_state_matrix(states: dict[str, np.ndarray], texts: list[str], view: str
     return np.stack([states[t] for t in texts]).astype(np.float32)
 
 
+def training_subset(out: str | Path, meta: pd.DataFrame, n: int) -> set[str]:
+    """Ids of ``n`` of the collected training concepts in ``meta``: those covering the
+    (primitive, strength) edits of the collected validation concepts first, then by id
+    (`wgen.data.concepts.coverage_first`), so a learning curve over ``n`` only adds concepts."""
+    programs = {c.id: c for c in load_concepts(Path(out) / CONCEPTS_FILE)}
+    by_split = meta.drop_duplicates("concept_id").groupby("split")["concept_id"]
+    ids = {split: sorted(group) for split, group in by_split}
+    train = [programs[c] for c in ids.get(TRAIN, [])]
+    targets = [programs[c] for c in ids.get(VAL, [])]
+    return {c.id for c in coverage_first(train, n, targets, vocabulary=train)}
+
+
 def load_block_data(
     out: str | Path,
     block_size: int,
@@ -230,15 +242,21 @@ def load_block_data(
     text_view: str = "pooled",
     n_paraphrases: int = 0,
     seed: int = 0,
+    max_train_concepts: int | None = None,
 ) -> BlockData:
     """Block codec fitted on the training split, and the embedded concept table, of
     ``<out>/weights`` (``center``: `DenoiserConfig.center`; ``text_view``:
     `DenoiserConfig.text`). Every training concept also gets ``n_paraphrases`` wordings
-    from the concept grammar (`wgen.data.concepts.paraphrases`); other splits keep theirs."""
+    from the concept grammar (`wgen.data.concepts.paraphrases`); other splits keep theirs.
+    ``max_train_concepts`` (`TrainConfig.max_train_concepts`) keeps that many of the
+    collected training concepts, coverage first (`training_subset`)."""
     store = WeightStore(out)
     manifest = store.manifest()
     layout = BlockLayout.from_lengths(manifest.group_lengths, block_size)
     meta = store.read(with_vectors=False)
+    if max_train_concepts is not None:
+        kept = training_subset(out, meta, max_train_concepts)
+        meta = meta[(meta["split"] != TRAIN) | meta["concept_id"].isin(kept)]
     if not (meta["split"] == TRAIN).any():
         raise ValueError(
             f"the weight dataset under {store.folder} has no training-split concepts; "
@@ -259,6 +277,8 @@ def load_block_data(
     texts, table, counts = wording_table(list(concepts["concept_text"]), extra)
     states = cached_embeddings(out, text_encoder, texts, view=text_view)
     file_of = {p.stem: str(p) for p in store.parquet_files()}
+    train_rows = store.read(splits=[TRAIN])
+    train_rows = train_rows[train_rows["concept_id"].isin(set(concepts["concept_id"]))]
     files = {
         split: [file_of[c] for c in concepts.loc[concepts["split"] == split, "concept_id"]]
         for split in (TRAIN, VAL)
@@ -266,7 +286,7 @@ def load_block_data(
     return BlockData(
         manifest=manifest,
         codec=BlockCodec.fit(
-            row_vectors(store.read(splits=[TRAIN]), len(layout.lengths)), layout, center
+            row_vectors(train_rows, len(layout.lengths)), layout, center
         ),
         concepts=concepts,
         text_states=text_state_matrix(states, texts, text_view),

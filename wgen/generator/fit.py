@@ -114,6 +114,8 @@ def run_name(config: Config) -> str:
         },
         "seed": config.train.seed,  # another seed is another model, not a resume
     }
+    if config.train.max_train_concepts is not None:  # (left out while off: older runs' names)
+        model["max_train_concepts"] = config.train.max_train_concepts
     digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:10]
     return f"generator-{digest}"
 
@@ -654,6 +656,7 @@ def fit_generator(
         text_view=config.denoiser.text,
         n_paraphrases=train.paraphrases,
         seed=config.data.seed,
+        max_train_concepts=train.max_train_concepts,
     )
     check_weights_fit_config(out, config, data)
     name = name or run_name(config)
