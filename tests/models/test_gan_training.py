@@ -86,6 +86,22 @@ def test_a_metric_still_improving_at_the_budget_is_not_converged():
     assert result.history[-1]["step"] == 20
 
 
+def far_start_slow_creep(step: int) -> float:
+    """pix2pix from scratch on the bench preset (c0225): a long way down from a bad start,
+    then 5% better every evaluation, still far above what a LoRA reaches."""
+    return {0: 0.25, 5: 0.15}.get(step, 0.13 * 0.95 ** ((step - 10) / 5))
+
+
+def test_the_gain_since_the_start_margin_is_the_configured_one():
+    # The default margin, 10% of the 0.12 gained since the start, is more than 5% of 0.13:
+    # the run is called converged at step 15, still falling.
+    stopped, _ = run(far_start_slow_creep, patience=1, tolerance=0.01)
+    assert stopped.status == "converged" and stopped.converged_step == 15
+    # Without it only the 1% tolerance counts, and a 5% gain an evaluation goes on.
+    kept, _ = run(far_start_slow_creep, patience=1, tolerance=0.01, gain_fraction=0.0)
+    assert kept.status == "not_converged" and kept.history[-1]["step"] == 40
+
+
 def drifting(step: int) -> float:
     """Demo concept c0020's shape: best at step 10, then steadily worse, never back."""
     return {0: 0.1, 5: 0.06, 10: 0.05}.get(step, 0.05 + 0.006 * (step - 10) / 5)

@@ -89,3 +89,11 @@ def test_a_field_added_later_is_left_out_of_run_digests_while_off():
     assert "lr_schedule" not in without_later_fields_off(off.to_dict())["train"]
     # trained on fewer concepts (a learning curve): another model
     assert run_name(load_config("tiny", ["train.max_train_concepts=3"])) != run_name(off)
+
+
+def test_the_bench_rule_takes_the_bench_gain_fraction_or_the_collections():
+    from wgen.bench.stage import bench_rule
+
+    assert bench_rule(load_config("tiny")).collect.gain_fraction == 0.1
+    fair = bench_rule(load_config("tiny", ["bench.gain_fraction=0"]))
+    assert fair.collect.gain_fraction == 0.0 and fair.collect.patience == fair.bench.patience

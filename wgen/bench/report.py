@@ -18,6 +18,7 @@ import numpy as np
 
 from wgen.bench import curves
 from wgen.bench.methods import METHODS, TEXT_BASELINES
+from wgen.bench.stage import bench_rule
 from wgen.config import Config
 from wgen.core.runtime import print0, read_json, write_json
 
@@ -180,6 +181,7 @@ def write_results(plan, config: Config, hardware: dict[str, Any], seconds: float
         r["metrics"] = run_metrics(r, targets.get((r["concept_id"], r["seed"])), config)
     summary = summarise(runs, plan.methods)
     ratios = speedups(summary)
+    rule = bench_rule(config).collect  # the convergence rule every fine-tuning ran under
     per_concept: dict[str, dict[str, Any]] = {}
     for concept in plan.concepts:
         mine = [r for r in runs if r["concept_id"] == concept.concept_id]
@@ -200,13 +202,14 @@ def write_results(plan, config: Config, hardware: dict[str, Any], seconds: float
         "seeds": plan.seeds,
         "per_concept": per_concept,
         "rule": {
-            "eval_every": config.bench.eval_every,
-            "patience": config.bench.patience,
-            "smooth": config.bench.smooth,
-            "tolerance": config.collect.tolerance,
-            "min_delta": config.collect.min_delta,
-            "max_steps": config.bench.max_steps,
-            "floor_steps": config.bench.patience * config.bench.eval_every,
+            "eval_every": rule.eval_every,
+            "patience": rule.patience,
+            "smooth": rule.smooth,
+            "tolerance": rule.tolerance,
+            "min_delta": rule.min_delta,
+            "gain_fraction": rule.gain_fraction,
+            "max_steps": rule.max_steps,
+            "floor_steps": rule.patience * rule.eval_every,
         },
         "hardware": hardware,
         "torch_threads": config.gan.threads,
@@ -267,7 +270,9 @@ def write_report(path: Path, results: dict[str, Any], figures: list[Path]) -> Pa
         f"{rule['smooth']} evaluation(s); Fréchet distance at the end with the "
         f"`{results['feature_extractor']}` feature extractor. Rule: an evaluation every "
         f"{rule['eval_every']} steps, converged after {rule['patience']} without progress "
-        f"(floor {rule['floor_steps']} steps), at most {rule['max_steps']} steps. Times: "
+        f"(floor {rule['floor_steps']} steps; progress = more than {rule['tolerance']:.0%} of "
+        f"the best, {rule['min_delta']} and {rule['gain_fraction']:.0%} of the gain "
+        f"since the start), at most {rule['max_steps']} steps. Times: "
         "generation + training, evaluation excluded; "
         f"{results['torch_threads']} torch thread(s) per run on {results['hardware']['cpu']}.",
         "",

@@ -317,6 +317,8 @@ def bench_rule(config: Config) -> Config:
         smooth=bench.smooth,
         max_steps=bench.max_steps,
     )
+    if bench.gain_fraction is not None:
+        collect = dataclasses.replace(collect, gain_fraction=bench.gain_fraction)
     return dataclasses.replace(config, collect=collect)
 
 

@@ -233,7 +233,11 @@ def train_until_converged(
     counts as converged there: `converged_step` is the step reached (the work done),
     `restored_step` the step whose weights it kept. The K checkpoints continue from there."""
     monitor = ConvergenceMonitor(
-        collect.patience, collect.tolerance, collect.smooth, collect.min_delta
+        collect.patience,
+        collect.tolerance,
+        collect.smooth,
+        collect.min_delta,
+        gain_fraction=collect.gain_fraction,
     )
     best: tuple[int, dict[str, Any]] | None = None  # (step, trainer state) at the best
     restored_step = None
