@@ -129,10 +129,12 @@ def token_head(tmp_path):
 
 
 def ray_job(
-    address: str, env: dict, *args: str, timeout: float = 120
+    address: str, env: dict, command: str, *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess:
+    # --address goes before the args: after a `--` it would be the entrypoint's, and the CLI
+    # would look for a local cluster instead (and fail when the machine runs two)
     return subprocess.run(
-        [str(BIN / "ray"), "job", *args, "--address", address],
+        [str(BIN / "ray"), "job", command, "--address", address, *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
