@@ -113,3 +113,24 @@ def test_train_with_out_s3(ray_local, s3, tmp_path, monkeypatch):
     assert read_json(s3, "run/generator/_SUCCESS.json")["record"]["stage"] == "train"
     assert any(f.startswith("ray_results/") and "/checkpoint_" in f for f in files), files
     assert any(f.startswith("generator/") and f.endswith(".safetensors") for f in files)
+
+
+@pytest.mark.slow
+def test_bench_with_out_s3(ray_local, s3, tmp_path, monkeypatch):
+    """The benchmark on the generator trained above, from a fourth host: its per-run files and
+    results land at the URI, and a re-run from a fifth host finds them and redoes nothing."""
+    if "generator/_SUCCESS.json" not in s3.files("run"):
+        pytest.skip("needs test_train_with_out_s3 first")
+    uri = s3.uri("run", keys=True)
+    methods = ("--methods", "lora-zero,mean,wgen-1")
+    monkeypatch.setenv(STAGING_ENV, str(tmp_path / "host4"))
+    wgen("bench", "--preset", "tiny", "--out", uri, *methods)
+    files = set(s3.files("run"))
+    assert {"bench/results.json", "bench/report.md"} <= files, files
+    runs = {f for f in files if f.startswith("bench/runs/") and f.endswith(".json")}
+    assert len(runs) == 2 * 3  # the tiny preset's 2 held-out concepts x 3 methods x 1 seed
+    results = read_json(s3, "run/bench/results.json")
+    assert set(results["summary"]) == {"lora-zero", "mean", "wgen-1"}
+    monkeypatch.setenv(STAGING_ENV, str(tmp_path / "host5"))
+    again = wgen("bench", "--preset", "tiny", "--out", uri, *methods)
+    assert "6 already finished, 0 to run" in again, again

@@ -154,6 +154,18 @@ CONFIG_CASES = [
         2,
         "train.max_train_concepts=0: must be at least 1 (or none for every collected concept)",
     ),
+    (
+        "a negative share of the gain since the start",
+        ["collect", "--set", "collect.gain_fraction=-0.1"],
+        2,
+        "collect.gain_fraction=-0.1: must be at least 0 (0 = no margin from the gain since the start)",
+    ),
+    (
+        "a negative bench gain fraction",
+        ["bench", "--set", "bench.gain_fraction=-1"],
+        2,
+        "bench.gain_fraction=-1",
+    ),
     ("unknown exported epoch", ["train", "--set", "train.export=first"], 2, "train.export='first'"),
     ("unreadable list", ["pdiff", "--set", "pdiff.settings=[mlp"], 2, "write a,b or [a, b]"),
     (
