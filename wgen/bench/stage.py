@@ -100,14 +100,44 @@ def run_path(folder: Path, concept_id: str, method: str, seed: int) -> Path:
     return Path(folder) / RUNS_DIR / concept_id / f"{method}__s{seed}.json"
 
 
-def bench_fields(config: Config, generator_dir: Path | None) -> dict[str, Any]:
+def bench_fields(out: Path, config: Config, generator_dir: Path | None) -> dict[str, Any]:
     """What shapes a bench run's numbers: the weights it reads, the rule, the generator."""
     fields = stage_fields(config, "collect")
     for key, value in dataclasses.asdict(config.bench).items():
         if key not in NOT_FINGERPRINTED:
             fields[f"bench.{key}"] = value
-    fields["generator"] = str(generator_dir) if generator_dir else None
+    fields["generator"] = generator_field(
+        out, Path(generator_dir).resolve() if generator_dir else None
+    )
     return fields
+
+
+def generator_field(out: Path, generator_dir: str | Path | None) -> str | None:
+    """The generator as the bench record names it: relative to the run folder when it is
+    inside it, so the record still matches from another host's staging copy of an s3://
+    run folder (records written with the absolute path read the same way). A relative
+    ``generator_dir`` is a name from a record, already relative to the run folder."""
+    if not generator_dir:
+        return None
+    if not Path(generator_dir).is_absolute():  # already relative to the run folder
+        return Path(generator_dir).as_posix()
+    path = Path(generator_dir).resolve()
+    try:
+        return path.relative_to(Path(out).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def bench_differences(out: Path, record: dict[str, Any], fields: dict[str, Any]) -> list[str]:
+    """The fields in which a bench record differs from ``fields`` (none: the same bench)."""
+    old = {**record["fields"], "generator": generator_field(out, record["fields"].get("generator"))}
+    if fingerprint(old) == fingerprint(fields):
+        return []
+    return [
+        f"{k}: {old.get(k)!r} → {fields.get(k)!r}"
+        for k in sorted(set(old) | set(fields))
+        if old.get(k) != fields.get(k)
+    ]
 
 
 def file_concept_id(text: str) -> str:
@@ -173,18 +203,13 @@ def prepare_bench(
             "procedural editor reads from the text; leave it out with --methods"
         )
     folder = out / BENCH_DIR
-    fields = bench_fields(config, generator_dir)
+    fields = bench_fields(out, config, generator_dir)
     record_path = folder / RECORD_FILE
     if force and folder.exists():
         shutil.rmtree(folder)
     elif record_path.exists():
-        old = read_json(record_path)
-        if old["fingerprint"] != fingerprint(fields):
-            diffs = [
-                f"{k}: {old['fields'].get(k)!r} → {fields.get(k)!r}"
-                for k in sorted(set(old["fields"]) | set(fields))
-                if old["fields"].get(k) != fields.get(k)
-            ]
+        diffs = bench_differences(out, read_json(record_path), fields)
+        if diffs:
             raise RunFolderError(
                 f"{folder} holds bench runs made with other settings ({'; '.join(diffs[:4])}); "
                 "pass the same settings to continue, or --force to start the bench anew"
@@ -489,7 +514,7 @@ def run_bench(
     start = time.perf_counter()
     plan = prepare_bench(config, Path(out), list(overrides), force)
     plan.folder.mkdir(parents=True, exist_ok=True)
-    fields = bench_fields(config, plan.generator_dir)
+    fields = bench_fields(plan.out, config, plan.generator_dir)
     write_json(plan.folder / RECORD_FILE, {"fingerprint": fingerprint(fields), "fields": fields})
     config.save(plan.folder / "config.yaml")  # inside bench/: nothing else of DIR is touched
     todo = plan.todo()

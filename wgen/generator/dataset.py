@@ -285,9 +285,7 @@ def load_block_data(
     }
     return BlockData(
         manifest=manifest,
-        codec=BlockCodec.fit(
-            row_vectors(train_rows, len(layout.lengths)), layout, center
-        ),
+        codec=BlockCodec.fit(row_vectors(train_rows, len(layout.lengths)), layout, center),
         concepts=concepts,
         text_states=text_state_matrix(states, texts, text_view),
         wordings=table,
