@@ -67,7 +67,9 @@ def main() -> None:
                     "seed": seed,
                     "method": method,
                     "target": target,
-                    "steps_to_target": next((s for s, v in zip(steps, l1) if v <= target), None),
+                    "steps_to_target": next(
+                        (s for s, v in zip(steps, l1, strict=True) if v <= target), None
+                    ),
                     "best": best,
                     "best_step": steps[l1.index(best)],
                     "last": l1[-1],
