@@ -172,6 +172,9 @@ class TrainConfig:
     workers: int = 1  # data-parallel Ray Train workers
     use_gpu: bool = False  # one GPU per worker
     cpus_per_worker: float = 1.0  # logical CPUs per worker
+    # Custom Ray resources each worker also asks for, e.g. {trainer: 1} to keep training on
+    # the nodes that declare that resource (CPU and GPU are the two fields above).
+    worker_resources: dict[str, float] = field(default_factory=dict)
     epochs: int = 30  # passes over the blocks of the training checkpoints
     batch_size: int = 256  # global batch of blocks; must divide by `workers`
     lr: float = 1e-3  # AdamW learning rate
@@ -925,6 +928,19 @@ def validate_train(config: Config) -> None:
     _need(0.0 <= den.cond_drop < 1.0, "denoiser.cond_drop", den.cond_drop, "must be in [0, 1)")
     _at_least(train, "workers", 1)
     _positive(train, "cpus_per_worker")
+    for resource, amount in train.worker_resources.items():
+        _need(
+            resource not in ("CPU", "GPU"),
+            "train.worker_resources",
+            train.worker_resources,
+            f"{resource} has its own field: train.cpus_per_worker or train.use_gpu",
+        )
+        _need(
+            isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount > 0,
+            "train.worker_resources",
+            train.worker_resources,
+            f"the amount of {resource} must be a number more than 0, e.g. {{{resource}: 1}}",
+        )
     _at_least(train, "epochs", 1)
     _at_least(train, "batch_size", 1)
     _need(

@@ -1,5 +1,7 @@
-"""Collection on a multi-node Ray cluster: concepts spread over the workers, and a lost node
-costs only the concepts it was training, which are trained again elsewhere.
+"""Collection and generator training on a multi-node Ray cluster: concepts spread over the
+workers; a lost node costs only the concepts it was training, which are trained again
+elsewhere; and a lost node under a Ray Train worker costs only the epochs since the last
+checkpoint, which the new worker, on the other node, resumes from.
 
 Each scenario runs in its own process (``python -m tests.e2e.test_cluster SCENARIO DIR``)
 on a `ray.cluster_utils.Cluster` that it starts and shuts down itself: a head node and two
@@ -9,6 +11,8 @@ actors ask for half a GPU (``collect.gpus_per_actor=0.5``), so they can only run
 workers, and the device plumbing of a GPU-assigned actor runs here on the CPU (Ray assigns
 GPU 0, torch sees no CUDA, the actor trains on the CPU). The shared session Ray is not
 touched; everything the scenario started is stopped by pid if it is left behind.
+Both workers also declare ``trainer``, which the generator's Train worker asks for
+(``train.worker_resources``), so it never trains on the head (whose loss would end the run).
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.trainrun import registered_epoch
+from tests.e2e.weights import collect_without_ray
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -37,6 +44,14 @@ BASE = [
 ]
 # Longer per-concept training, so a node can be removed while concepts are in flight.
 SLOW = ["collect.max_steps=300", "collect.patience=30"]
+# Generator training on the worker nodes only; enough epochs to lose a node mid-run. Six
+# concepts with enough steps that both splits are stored (as in test_train.py).
+TRAIN = [
+    "collect.max_concepts=6",
+    "collect.max_steps=200",
+    "train.epochs=8",
+    "train.worker_resources={trainer: 1}",
+]
 
 
 # ----------------------------------------------------------------------------- scenarios
@@ -56,7 +71,9 @@ def _start_cluster(temp_dir: str):
         },
     )
     workers = {
-        name: cluster.add_node(num_cpus=2, num_gpus=1, resources={name: 1}, temp_dir=temp_dir)
+        name: cluster.add_node(
+            num_cpus=2, num_gpus=1, resources={name: 1, "trainer": 1}, temp_dir=temp_dir
+        )
         for name in ("worker_a", "worker_b")
     }
     cluster.wait_for_nodes()
@@ -98,6 +115,12 @@ def scenario(name: str, folder: Path) -> dict:
         names = {node.node_id: n for n, node in workers.items()}
         names.update({cluster.head_node.node_id: "head"})
         out = folder / "run"
+        if name == "train_node_loss":
+            config = load_config("tiny", TRAIN)
+            run_pairs(config, out)
+            collect_without_ray(config, out)  # the collection pool has its own scenarios
+            result.update(_train_losing_a_node(config, out, cluster, workers, names))
+            return result
         config = load_config("tiny", BASE + (SLOW if name == "node_loss" else []))
         run_pairs(config, out)
         store = WeightStore(out)
@@ -184,6 +207,65 @@ def _collect_losing_a_node(config, out, store, cluster, workers, start) -> tuple
         "recovered_after_s": round(time.time() - removed_at, 1),
     }
     return outcome["summary"], lost
+
+
+def _train_losing_a_node(config, out, cluster, workers, names) -> dict:
+    """Fit the generator in a thread; once the controller has registered a checkpoint,
+    remove the node of the Train worker at once (no graceful drain), and let Ray Train
+    start a new worker group, which can only go to the other worker node."""
+    from wgen.generator.checkpoint import WeightGenerator
+    from wgen.generator.fit import GENERATOR_DIR, PROGRESS_DIR, read_progress, run_name, run_train
+
+    run_dir = out / "ray_results" / run_name(config)
+    outcome: dict = {}
+
+    def train() -> None:
+        try:
+            outcome["summary"] = run_train(config, out)
+        except BaseException as err:  # noqa: BLE001 - re-raised below
+            outcome["error"] = err
+
+    start = time.time()
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    victim, deadline = None, time.time() + 600
+    while victim is None and time.time() < deadline and thread.is_alive():
+        events = read_progress(run_dir / PROGRESS_DIR)
+        if any(e["event"] == "epoch" for e in events) and registered_epoch(run_dir) >= 1:
+            victim = names[[e for e in events if e["event"] == "start"][-1]["node_id"]]
+        time.sleep(0.1)
+    if victim is None:
+        raise RuntimeError(f"no checkpoint was registered: {outcome.get('error')}")
+    removed_at, checkpointed = time.time(), registered_epoch(run_dir)
+    cluster.remove_node(workers[victim], allow_graceful=False)
+    thread.join(timeout=900)
+    if thread.is_alive():
+        raise RuntimeError("training did not finish within 900 s after the node was removed")
+    if "error" in outcome:
+        raise outcome["error"]
+    events = [
+        {**e, "node": names.get(e.get("node_id"), e.get("node_id")) if "node_id" in e else None}
+        for e in read_progress(run_dir / PROGRESS_DIR)
+    ]
+    starts = [e for e in events if e["event"] == "start"]
+    generator = WeightGenerator.load(out / GENERATOR_DIR)
+    return {
+        "victim": victim,
+        "removed_after_s": round(removed_at - start, 1),
+        "registered_epoch_at_removal": checkpointed,
+        "epochs_before_removal": [
+            e["epoch"] for e in events if e["event"] == "epoch" and e["pid"] == starts[0]["pid"]
+        ],
+        # removal → the new worker's first line (a new worker group, placed on the other node)
+        "restarted_after_s": round(starts[-1]["time"] - removed_at, 1) if len(starts) > 1 else None,
+        "starts": [{k: e[k] for k in ("pid", "node", "resumed_epoch")} for e in starts],
+        "epochs_after_restart": [
+            e["epoch"] for e in events if e["event"] == "epoch" and e["pid"] == starts[-1]["pid"]
+        ],
+        "epochs_trained": generator.info.get("epochs_trained"),
+        "epochs": config.train.epochs,
+        "seconds": round(time.time() - start, 1),
+    }
 
 
 def main() -> None:
@@ -278,6 +360,19 @@ def test_a_lost_worker_node_costs_only_its_concepts_in_flight(tmp_path):
         assert result["statuses"][concept]["node"] == "worker_a"
     for concept in set(result["selected"]) - set(lost["victims"]):
         assert result["attempts"][concept] == 1, "finished work was redone"
+
+
+def test_a_lost_training_node_resumes_training_on_the_other_node(tmp_path):
+    result = run_scenario("train_node_loss", tmp_path, timeout=1400)
+    first, second = result["starts"]  # exactly one restart
+    assert first["node"] == result["victim"] and first["resumed_epoch"] == 0
+    assert second["node"] in {"worker_a", "worker_b"} - {result["victim"]}
+    # resumed from the checkpoint registered before the loss (or a later one), not epoch 0
+    assert second["resumed_epoch"] >= result["registered_epoch_at_removal"] >= 1
+    assert result["epochs_after_restart"] == list(
+        range(second["resumed_epoch"] + 1, result["epochs"] + 1)
+    )
+    assert result["epochs_trained"] == result["epochs"]
 
 
 if __name__ == "__main__":

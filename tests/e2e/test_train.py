@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from tests.e2e.interrupt import interrupt_wgen
+from tests.e2e.trainrun import registered_epoch
 from tests.e2e.weights import collect_without_ray
 from wgen.cli import app
 from wgen.config import load_config
@@ -122,17 +123,6 @@ def test_a_rerun_resumes_from_the_latest_checkpoint_and_a_finished_run_is_skippe
     run_train(config, trained)  # complete: nothing to do
     assert info_file.stat().st_mtime_ns == mtime
     assert len(read_progress(progress_dir(trained, config))) == events, "no worker started"
-
-
-def registered_epoch(run_dir: Path) -> int:
-    """The epoch of the latest checkpoint Ray Train's controller has registered (its run
-    snapshot): a worker killed before the controller polled its last report would, rightly,
-    resume from the one before."""
-    path = run_dir / "checkpoint_manager_snapshot.json"
-    if not path.exists():
-        return 0
-    latest = json.loads(path.read_text()).get("latest_checkpoint_result") or {}
-    return int(latest.get("metrics", {}).get("epoch", 0))
 
 
 def test_a_killed_worker_resumes_from_its_checkpoint(weights_run, tmp_path):

@@ -166,6 +166,18 @@ CONFIG_CASES = [
         2,
         "bench.gain_fraction=-1",
     ),
+    (
+        "a GPU asked for through the custom resources",
+        ["train", "--set", "train.worker_resources={GPU: 1}"],
+        2,
+        "train.worker_resources={'GPU': 1}: GPU has its own field: train.cpus_per_worker or train.use_gpu",
+    ),
+    (
+        "a custom resource amount that is not a positive number",
+        ["train", "--set", "train.worker_resources={trainer: none}"],
+        2,
+        "the amount of trainer must be a number more than 0, e.g. {trainer: 1}",
+    ),
     ("unknown exported epoch", ["train", "--set", "train.export=first"], 2, "train.export='first'"),
     ("unreadable list", ["pdiff", "--set", "pdiff.settings=[mlp"], 2, "write a,b or [a, b]"),
     (

@@ -91,6 +91,21 @@ def test_a_field_added_later_is_left_out_of_run_digests_while_off():
     assert run_name(load_config("tiny", ["train.max_train_concepts=3"])) != run_name(off)
 
 
+def test_train_worker_resources_reach_ray_train_and_leave_the_run_unchanged():
+    """Custom resources place the workers (e.g. on the nodes that declare ``trainer``); they
+    do not define the model, so a run continues under another placement."""
+    from wgen.core.runfolder import stage_fields
+    from wgen.generator.fit import run_name, scaling_config
+
+    pinned = load_config("tiny", ["train.worker_resources={trainer: 1}", "train.workers=2"])
+    scaling = scaling_config(pinned.train)
+    assert scaling.num_workers == 2
+    assert scaling.resources_per_worker == {"CPU": 1.0, "trainer": 1}
+    assert scaling_config(load_config("tiny").train).resources_per_worker == {"CPU": 1.0}
+    assert run_name(pinned) == run_name(load_config("tiny"))
+    assert "train.worker_resources" not in stage_fields(pinned, "train")
+
+
 def test_the_bench_rule_takes_the_bench_gain_fraction_or_the_collections():
     from wgen.bench.stage import bench_rule
 

@@ -67,6 +67,7 @@ NOT_FINGERPRINTED = {
         "workers",
         "use_gpu",
         "cpus_per_worker",
+        "worker_resources",
         "epochs",
         "quality_every",
         "max_failures",

@@ -215,10 +215,12 @@ def restore(checkpoint, model: Denoiser) -> tuple[TrainState, Path | None, dict 
 
 
 class ProgressLog:
-    """One JSON line per event (start, epoch) with the process id, per rank.
+    """One JSON line per event (start, epoch) with the process id, per rank; a start also
+    names the Ray node.
 
-    Why: after a failure, this is where an operator (and the fault-tolerance test) sees
-    which process trained which epoch and from which checkpoint a new worker resumed.
+    Why: after a failure, this is where an operator (and the fault-tolerance tests) sees
+    which process, on which node, trained which epoch and from which checkpoint a new
+    worker resumed.
     """
 
     def __init__(self, folder: Path, rank: int) -> None:
@@ -520,7 +522,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         model.null_text.requires_grad_(False)
     state, restored, best_weights = restore(ray.train.get_checkpoint(), model)
     progress = ProgressLog(Path(loop_config["progress_dir"]), rank)
-    progress.write("start", resumed_epoch=state.epoch)
+    progress.write(
+        "start", resumed_epoch=state.epoch, node_id=ray.get_runtime_context().get_node_id()
+    )
     parallel = ray.train.torch.prepare_model(model)  # DDP with > 1 worker; moves to device
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -624,6 +628,18 @@ def check_weights_fit_config(out: Path, config: Config, data: BlockData) -> Base
     return base
 
 
+def scaling_config(train: TrainConfig):
+    """Ray Train's workers: how many, and what each asks for (its CPUs, a GPU if asked, and
+    any custom resources that pin training to some nodes)."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(
+        num_workers=train.workers,
+        use_gpu=train.use_gpu,
+        resources_per_worker={"CPU": train.cpus_per_worker, **train.worker_resources},
+    )
+
+
 def fit_generator(
     config: Config,
     out: Path,
@@ -641,7 +657,7 @@ def fit_generator(
     then at the URI.
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     out = Path(out).resolve()
@@ -693,11 +709,7 @@ def fit_generator(
             "progress_dir": str(progress_dir),
             "has_val": VAL in datasets,
         },
-        scaling_config=ScalingConfig(
-            num_workers=train.workers,
-            use_gpu=train.use_gpu,
-            resources_per_worker={"CPU": train.cpus_per_worker},
-        ),
+        scaling_config=scaling_config(train),
         run_config=RunConfig(
             name=name,
             storage_path=storage_uri,
