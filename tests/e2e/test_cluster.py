@@ -155,21 +155,38 @@ def scenario(name: str, folder: Path) -> dict:
     return result
 
 
+def _in_background(stage, *args) -> tuple[threading.Thread, dict]:
+    """Run ``stage(*args)`` in a thread, so the scenario can remove a node meanwhile; its
+    result or error lands in the returned dict."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = stage(*args)
+        except BaseException as err:  # noqa: BLE001 - re-raised by _finish
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _finish(thread: threading.Thread, outcome: dict, what: str):
+    """Wait for the stage after the node was removed; its result, or its error raised."""
+    thread.join(timeout=900)
+    if thread.is_alive():
+        raise RuntimeError(f"{what} did not finish within 900 s after the node was removed")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def _collect_losing_a_node(config, out, store, cluster, workers, start) -> tuple[dict, dict]:
     """Run collection in a thread; once a concept is in flight on worker_b (and none has
     finished there yet), remove worker_b at once (no graceful drain)."""
     from wgen.collect.stage import run_collect
 
-    outcome: dict = {}
-
-    def collect() -> None:
-        try:
-            outcome["summary"] = run_collect(config, out)
-        except BaseException as err:  # noqa: BLE001 - re-raised below
-            outcome["error"] = err
-
-    thread = threading.Thread(target=collect, daemon=True)
-    thread.start()
+    thread, outcome = _in_background(run_collect, config, out)
     seen: dict[str, float] = {}  # concept → when its first attempt appeared
     victims: list[str] = []
     deadline = time.time() + 600
@@ -191,11 +208,7 @@ def _collect_losing_a_node(config, out, store, cluster, workers, start) -> tuple
         raise RuntimeError(f"no concept was seen training on worker_b (seen: {sorted(seen)})")
     removed_at = time.time()
     cluster.remove_node(workers["worker_b"], allow_graceful=False)
-    thread.join(timeout=900)
-    if thread.is_alive():
-        raise RuntimeError("collection did not finish within 900 s after the node was removed")
-    if "error" in outcome:
-        raise outcome["error"]
+    summary = _finish(thread, outcome, "collection")
     lost = {
         "victims": victims,
         "removed_after_s": round(removed_at - start, 1),
@@ -206,7 +219,7 @@ def _collect_losing_a_node(config, out, store, cluster, workers, start) -> tuple
         ),
         "recovered_after_s": round(time.time() - removed_at, 1),
     }
-    return outcome["summary"], lost
+    return summary, lost
 
 
 def _train_losing_a_node(config, out, cluster, workers, names) -> dict:
@@ -217,17 +230,8 @@ def _train_losing_a_node(config, out, cluster, workers, names) -> dict:
     from wgen.generator.fit import GENERATOR_DIR, PROGRESS_DIR, read_progress, run_name, run_train
 
     run_dir = out / "ray_results" / run_name(config)
-    outcome: dict = {}
-
-    def train() -> None:
-        try:
-            outcome["summary"] = run_train(config, out)
-        except BaseException as err:  # noqa: BLE001 - re-raised below
-            outcome["error"] = err
-
     start = time.time()
-    thread = threading.Thread(target=train, daemon=True)
-    thread.start()
+    thread, outcome = _in_background(run_train, config, out)
     victim, deadline = None, time.time() + 600
     while victim is None and time.time() < deadline and thread.is_alive():
         events = read_progress(run_dir / PROGRESS_DIR)
@@ -238,11 +242,7 @@ def _train_losing_a_node(config, out, cluster, workers, names) -> dict:
         raise RuntimeError(f"no checkpoint was registered: {outcome.get('error')}")
     removed_at, checkpointed = time.time(), registered_epoch(run_dir)
     cluster.remove_node(workers[victim], allow_graceful=False)
-    thread.join(timeout=900)
-    if thread.is_alive():
-        raise RuntimeError("training did not finish within 900 s after the node was removed")
-    if "error" in outcome:
-        raise outcome["error"]
+    _finish(thread, outcome, "training")
     events = [
         {**e, "node": names.get(e.get("node_id"), e.get("node_id")) if "node_id" in e else None}
         for e in read_progress(run_dir / PROGRESS_DIR)
