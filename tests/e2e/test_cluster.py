@@ -302,6 +302,10 @@ def run_scenario(name: str, folder: Path, timeout: float) -> dict:
         # default wait (~1 min) ran out here and the head's raylet aborted.
         "RAY_agent_register_timeout_ms": "600000",
         "RAY_raylet_start_wait_time_s": "600",
+        # The pool hands out concepts only once both actors are up. Concepts of the tiny
+        # preset take 1-2 s each; under load, the first actor finished all 4 before the
+        # second one (on the other node) had imported torch, and "spread" failed.
+        "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "600",
     }
     env.pop("RAY_ADDRESS", None)  # never the session's shared Ray
     log = folder / "scenario.log"
