@@ -227,9 +227,16 @@ def _train_losing_a_node(config, out, cluster, workers, names) -> dict:
     remove the node of the Train worker at once (no graceful drain), and let Ray Train
     start a new worker group, which can only go to the other worker node."""
     from wgen.generator.checkpoint import WeightGenerator
-    from wgen.generator.fit import GENERATOR_DIR, PROGRESS_DIR, read_progress, run_name, run_train
+    from wgen.generator.fit import (
+        GENERATOR_DIR,
+        PROGRESS_DIR,
+        RAY_RESULTS_DIR,
+        read_progress,
+        run_name,
+        run_train,
+    )
 
-    run_dir = out / "ray_results" / run_name(config)
+    run_dir = out / RAY_RESULTS_DIR / run_name(config)
     start = time.time()
     thread, outcome = _in_background(run_train, config, out)
     victim, deadline = None, time.time() + 600
@@ -244,7 +251,7 @@ def _train_losing_a_node(config, out, cluster, workers, names) -> dict:
     cluster.remove_node(workers[victim], allow_graceful=False)
     _finish(thread, outcome, "training")
     events = [
-        {**e, "node": names.get(e.get("node_id"), e.get("node_id")) if "node_id" in e else None}
+        {**e, "node": names.get(e["node_id"]) if "node_id" in e else None}
         for e in read_progress(run_dir / PROGRESS_DIR)
     ]
     starts = [e for e in events if e["event"] == "start"]
