@@ -16,6 +16,8 @@ concept's held-back pairs (paired L1 on [0, 1], lower is better; PSNR higher is 
                   text sensitivity beside it: another eval concept's text, and the null text
     <name>-ddim   the first generator with --ddim-steps DDIM steps
     own           the concept's own collected LoRA where it was collected: the ceiling
+                  (--ceilings RUN adds those a second collection over the same pairs and
+                  base GAN holds, e.g. held-out concepts collected after the fact)
 
 "gap closed" = (L1_mean − L1_method) / (L1_mean − L1_own), over the concepts with an own
 LoRA; "wins" count concepts where a method's L1 is below the mean's / below the better of
@@ -28,6 +30,7 @@ ridge and hyper on that concept.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import statistics
 import time
@@ -89,6 +92,22 @@ def summarise(table: pd.DataFrame, split: str) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("method")
 
 
+def own_loras(frame: pd.DataFrame, concept_ids: list[str], groups: int) -> dict[str, np.ndarray]:
+    """Each listed concept's last collected checkpoint, as one flat vector."""
+    last = (
+        frame[frame["concept_id"].isin(concept_ids)]
+        .sort_values("checkpoint")
+        .groupby("concept_id")
+        .tail(1)
+    )
+    return {
+        r.concept_id: np.concatenate(
+            [np.asarray(r[f"g{g:03d}"], np.float32) for g in range(groups)]
+        )
+        for _, r in last.iterrows()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="run folder (pairs, weights, base)")
@@ -97,6 +116,13 @@ def main() -> None:
         action="append",
         default=[],
         help="NAME=DIR of a trained generator (repeatable; default: wgen=OUT/generator)",
+    )
+    parser.add_argument(
+        "--ceilings",
+        type=Path,
+        default=None,
+        help="run folder with more own LoRAs (same pairs and base GAN), e.g. "
+        "`wgen collect --set collect.max_concepts=2 --set collect.heldout_concepts=24`",
     )
     parser.add_argument("--paraphrases", type=int, default=16, help="P for ridge/hyper's texts")
     parser.add_argument("--hyper-epochs", type=int, default=40)
@@ -143,18 +169,20 @@ def main() -> None:
     # 3. Score every method on every validation / held-out concept.
     extractor = build_feature_extractor(config.collect.feature_extractor)
     evals = concept_evals(args.out, eval_ids, config, extractor)
-    own_rows = (
-        frame[frame["concept_id"].isin(eval_ids)]
-        .sort_values("checkpoint")
-        .groupby("concept_id")
-        .tail(1)
-    )
-    own = {
-        r.concept_id: np.concatenate(
-            [np.asarray(r[f"g{g:03d}"], np.float32) for g in range(len(lengths))]
-        )
-        for _, r in own_rows.iterrows()
-    }
+    own = own_loras(frame, eval_ids, len(lengths))
+    if args.ceilings is not None:
+        ceilings = WeightStore(args.ceilings)
+        same_pairs = filecmp.cmp(args.ceilings / CONCEPTS_FILE, args.out / CONCEPTS_FILE, False)
+        if not same_pairs:
+            raise SystemExit(f"--ceilings {args.ceilings}: its concepts differ from {args.out}'s")
+        if ceilings.manifest().fingerprint != manifest.fingerprint:
+            raise SystemExit(
+                f"--ceilings {args.ceilings}: its LoRAs are for another base GAN "
+                f"({ceilings.manifest().fingerprint}, this run: {manifest.fingerprint})"
+            )
+        more = own_loras(ceilings.read(), eval_ids, len(lengths))
+        own.update({c: flat for c, flat in more.items() if c not in own})
+        print(f"own LoRA: {len(more)} from {args.ceilings}, {len(own)} in all")
     states = {n: g.embed for n, g in generators.items()}
     text_states = {n: {e.concept_id: states[n](e.text) for e in evals} for n in generators}
     rows = []
