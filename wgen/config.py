@@ -519,7 +519,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # text -> weights map still improving from 40 to 79 training concepts. 60 generator
     # epochs, not 30: measured better at 80 training concepts (val L1 0.098 -> 0.093,
     # held-out 0.171 -> 0.163, docs/generator_epochs_bench.json) and at 167 with
-    # train.func_weight=150 (val 0.0925 -> 0.0824, held-out 0.155 -> 0.143, seed 0;
+    # train.func_weight=150 (val 0.0925 -> 0.0824, held-out 0.155 -> 0.143; seed 1: 0.0835, 0.143;
     # docs/generator_quality_bench192_e60.json). docs/bench_preset was measured with 30
     # (`--set train.epochs=30` reproduces it).
     "bench": {
