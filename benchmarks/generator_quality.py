@@ -108,6 +108,14 @@ def own_loras(frame: pd.DataFrame, concept_ids: list[str], groups: int) -> dict[
     }
 
 
+def check_ceilings(ceilings: Path, out: Path) -> None:
+    """--ceilings must be a run folder over the same concepts as ``out`` (one-line exit)."""
+    if not (ceilings / CONCEPTS_FILE).is_file():
+        raise SystemExit(f"--ceilings {ceilings}: not a run folder (no {CONCEPTS_FILE})")
+    if not filecmp.cmp(ceilings / CONCEPTS_FILE, out / CONCEPTS_FILE, shallow=False):
+        raise SystemExit(f"--ceilings {ceilings}: its concepts differ from {out}'s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="run folder (pairs, weights, base)")
@@ -171,10 +179,8 @@ def main() -> None:
     evals = concept_evals(args.out, eval_ids, config, extractor)
     own = own_loras(frame, eval_ids, len(lengths))
     if args.ceilings is not None:
+        check_ceilings(args.ceilings, args.out)
         ceilings = WeightStore(args.ceilings)
-        same_pairs = filecmp.cmp(args.ceilings / CONCEPTS_FILE, args.out / CONCEPTS_FILE, False)
-        if not same_pairs:
-            raise SystemExit(f"--ceilings {args.ceilings}: its concepts differ from {args.out}'s")
         if ceilings.manifest().fingerprint != manifest.fingerprint:
             raise SystemExit(
                 f"--ceilings {args.ceilings}: its LoRAs are for another base GAN "
