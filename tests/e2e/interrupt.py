@@ -14,7 +14,13 @@ def interrupt_wgen(
 ) -> tuple[int, str]:
     """Run ``python -m wgen *args`` on the shared Ray and Ctrl-C it at the first output line
     for which ``when`` is true; returns its exit code and everything it printed."""
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    # A crash after the interrupt (it was a SIGSEGV once) dumps every thread's stack into the
+    # output that the failing assertion shows.
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
+        "PYTHONFAULTHANDLER": "1",
+    }
     job = subprocess.Popen(
         [sys.executable, "-m", "wgen", *args],
         env=env,

@@ -21,7 +21,7 @@ from tests.e2e.trainrun import registered_epoch
 from tests.e2e.weights import collect_without_ray
 from wgen.cli import app
 from wgen.config import load_config
-from wgen.core.runfolder import stage_record
+from wgen.core.runfolder import LOCK_FILE, stage_record
 from wgen.core.runtime import SUCCESS_FILE, write_json
 from wgen.data.pairs import run_pairs
 from wgen.gan.lora import load_adapter, trainable_state_dict
@@ -227,3 +227,4 @@ def test_ctrl_c_during_training_exits_130_and_says_how_to_resume(ray_local, weig
     assert code == 130, output[-3000:]
     assert "interrupted; finished stages are kept, re-run the same command to resume" in output
     assert not (out / GENERATOR_DIR).exists()
+    assert not (out / LOCK_FILE).exists()  # released before the exit that skips finalisation

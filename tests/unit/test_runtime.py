@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from ray.data import DataContext
@@ -108,3 +111,29 @@ def test_rays_deprecation_warnings_about_its_own_calls_are_hidden(monkeypatch):
         for module in ("ray.data._internal.execution.interfaces.execution_options", "wgen.cli"):
             warnings.warn_explicit("old", DeprecationWarning, "x.py", 1, module=module)
     assert len(caught) == 1  # the one from wgen still shows
+
+
+EXIT_PAST_A_FIT = """
+import atexit, sys, threading, time
+from wgen.core.runtime import FIT_THREAD, exit_if_fit_running
+
+atexit.register(lambda: print("finalised"))
+if sys.argv[1] == "fit":
+    threading.Thread(target=time.sleep, args=(60,), name=FIT_THREAD, daemon=True).start()
+print("said what is kept", flush=False)
+exit_if_fit_running(130)
+print("returned")
+"""
+
+
+@pytest.mark.parametrize("running", ["fit", "none"])
+def test_exit_if_fit_running_skips_finalisation_only_while_a_fit_runs(running):
+    """A fit thread still inside Ray must not meet interpreter finalisation (it segfaulted);
+    without one, the caller carries on and the process ends normally."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_PAST_A_FIT, running], capture_output=True, text=True
+    )
+    if running == "fit":
+        assert (done.returncode, done.stdout) == (130, "said what is kept\n")  # flushed, then out
+    else:
+        assert (done.returncode, done.stdout) == (0, "said what is kept\nreturned\nfinalised\n")
