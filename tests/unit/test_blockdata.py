@@ -228,3 +228,23 @@ def test_max_train_concepts_keeps_validation_and_the_coverage_first_subset(tmp_p
     subset = codec_of(store.read(splits=["train"]).query("concept_id in @kept"), 4)
     np.testing.assert_array_equal(data.codec.center, subset.center)
     assert len(load_block_data(tmp_path, 4, ENCODER).concepts_of("train")) == 4
+
+
+def test_the_text_baselines_fit_on_the_generators_training_subset(tmp_path):
+    """A learning-curve generator (train.max_train_concepts) is scored against baselines that
+    saw the same concepts."""
+    from wgen.bench.methods import Baselines
+
+    concepts = make_concepts(load_config("tiny").data)
+    train = [c for c in concepts if c.split == "train"][:4]
+    val = [c for c in concepts if c.split == "val"][:1]
+    save_concepts(concepts, tmp_path / CONCEPTS_FILE)
+    write_store(tmp_path, {c.id: (c.text, c.split) for c in train + val})
+    cached_embeddings(tmp_path, ENCODER, [c.text for c in train + val], CountingEncoder())
+    subset = sorted(c.id for c in coverage_first(train, 2, val, vocabulary=train))
+    for limit, expected in ((2, subset), (None, sorted(c.id for c in train))):
+        config = load_config("tiny", [f"train.max_train_concepts={limit or 'null'}"])
+        config.train.text_encoder = ENCODER
+        fitted = Baselines.fit(tmp_path, config, base=None, methods=["ridge"], n_paraphrases=0)
+        assert fitted.data.concept_ids == expected
+        assert fitted.checkpoint_concepts == [c for c in expected for _ in range(2)]

@@ -43,7 +43,7 @@ from wgen.generator.baselines import (
     nearest_prediction,
     train_hyper,
 )
-from wgen.generator.dataset import row_vectors
+from wgen.generator.dataset import row_vectors, training_subset
 from wgen.generator.funcspace import FunctionSpaceLoss
 from wgen.generator.textcache import cached_embeddings, read_text_cache, text_cache_path
 from wgen.weights.blocks import BlockLayout
@@ -165,6 +165,12 @@ class Baselines:
         manifest = store.manifest()
         lengths = manifest.group_lengths
         train = store.read(splits=["train"])
+        if config.train.max_train_concepts is not None:
+            # A generator trained on a subset (a learning-curve point) is compared with
+            # baselines that saw the same concepts, not every one collected.
+            meta = store.read(with_vectors=False)
+            kept = training_subset(out, meta, config.train.max_train_concepts)
+            train = train[train["concept_id"].isin(kept)]
         train_ids = sorted(train["concept_id"].unique())
         rows = [np.concatenate(v) for v in row_vectors(train, len(lengths))]
         checkpoints = np.stack(rows).astype(np.float32)
