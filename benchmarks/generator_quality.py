@@ -15,6 +15,10 @@ concept's held-back pairs (paired L1 on [0, 1], lower is better; PSNR higher is 
     <generator>   each --generator NAME=DIR, one direct step (mean over --seeds), with the
                   text sensitivity beside it: another eval concept's text, and the null text
     <name>-ddim   the first generator with --ddim-steps DDIM steps
+    <name>-readout-only, <name>-unet-only
+                  with --components: the first generator's trained denoiser with its UNet's
+                  output zeroed (the block readout alone), and without its readout (the UNet
+                  alone); a component ablation of one trained model, not a retraining
     own           the concept's own collected LoRA where it was collected: the ceiling
                   (--ceilings RUN adds those a second collection over the same pairs and
                   base GAN holds, e.g. held-out concepts collected after the fact)
@@ -30,6 +34,8 @@ ridge and hyper on that concept.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import filecmp
 import json
 import statistics
@@ -47,6 +53,7 @@ from wgen.gan.metrics import build_feature_extractor
 from wgen.gan.quality import concept_evals, score_lora
 from wgen.gan.training import BASE_DIR, BaseGAN
 from wgen.generator.checkpoint import WeightGenerator
+from wgen.models.denoiser import Denoiser
 from wgen.weights.store import WeightStore
 
 ORACLES = ("nearest-edit", "own")
@@ -108,6 +115,19 @@ def own_loras(frame: pd.DataFrame, concept_ids: list[str], groups: int) -> dict[
     }
 
 
+def denoiser_parts(denoiser: Denoiser) -> dict[str, Denoiser]:
+    """Copies of a trained denoiser with a block readout: its readout alone (the UNet's output
+    projection zeroed, so the UNet adds nothing) and its UNet alone (the readout removed)."""
+    if denoiser.readout is None:
+        raise SystemExit("--components: the first generator has no block readout to split off")
+    readout_only, unet_only = copy.deepcopy(denoiser), copy.deepcopy(denoiser)
+    with torch.no_grad():
+        readout_only.conv_out.weight.zero_()
+        readout_only.conv_out.bias.zero_()
+    unet_only.readout = None
+    return {"readout-only": readout_only, "unet-only": unet_only}
+
+
 def check_ceilings(ceilings: Path, out: Path) -> None:
     """--ceilings must be a run folder over the same concepts as ``out`` (one-line exit)."""
     if not (ceilings / CONCEPTS_FILE).is_file():
@@ -139,12 +159,21 @@ def main() -> None:
     parser.add_argument("--ddim-steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=20, help="latency repeats (median)")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
+    parser.add_argument(
+        "--components",
+        action="store_true",
+        help="also score the first generator's readout alone and its UNet alone",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     named = [g.split("=", 1) for g in args.generator] or [["wgen", str(args.out / "generator")]]
     generators = {name: WeightGenerator.load(Path(folder)) for name, folder in named}
     first = next(iter(generators.values()))
+    if args.components:
+        first_name = next(iter(generators))
+        for part, denoiser in denoiser_parts(first.denoiser).items():
+            generators[f"{first_name}-{part}"] = dataclasses.replace(first, denoiser=denoiser)
     config: Config = first.config
     base = BaseGAN.load(args.out / BASE_DIR)
     store = WeightStore(args.out)
