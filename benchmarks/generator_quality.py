@@ -169,9 +169,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     named = [g.split("=", 1) for g in args.generator] or [["wgen", str(args.out / "generator")]]
     generators = {name: WeightGenerator.load(Path(folder)) for name, folder in named}
-    first = next(iter(generators.values()))
+    first_name, first = next(iter(generators.items()))
     if args.components:
-        first_name = next(iter(generators))
         for part, denoiser in denoiser_parts(first.denoiser).items():
             generators[f"{first_name}-{part}"] = dataclasses.replace(first, denoiser=denoiser)
     config: Config = first.config
@@ -246,7 +245,6 @@ def main() -> None:
                     for s in seeds
                 ]
                 scores[label] = {k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]}
-        first_name = next(iter(generators))
         ddim = [
             first.generate_from_embedding(text_states[first_name][e.concept_id], args.ddim_steps, s)
             for s in seeds
