@@ -180,7 +180,9 @@ class TrainConfig:
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     seed: int = 0  # seeds the denoiser's init and every training draw (not the data)
-    text_encoder: str = "minilm"  # "minilm" (offline, packaged) or a CLIP folder / hub name
+    # "minilm" (offline, packaged), a local sentence-transformers folder (e.g. all-mpnet-base-v2)
+    # or a CLIP folder / hub name
+    text_encoder: str = "minilm"
     quality_every: int = (
         10  # epochs between GAN-quality evaluations of generated LoRA (0 = only at the end)
     )
@@ -989,7 +991,8 @@ def validate_train(config: Config) -> None:
             Path(encoder).expanduser().is_dir(),
             "train.text_encoder",
             encoder,
-            "not a folder: use minilm (offline, packaged) or a local CLIP folder",
+            "not a folder: use minilm (offline, packaged), a local sentence-transformers folder "
+            "or a local CLIP folder",
         )
     validate_generate(config)
 

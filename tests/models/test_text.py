@@ -1,4 +1,5 @@
-"""Text encoders τ: packaged MiniLM (offline) and CLIP on a tiny random model built here."""
+"""Text encoders τ: packaged MiniLM (offline); any sentence-transformers folder and CLIP, each
+on a tiny random model built here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from wgen.generator.text import (
     CLIPTextEncoder,
     MiniLMEncoder,
+    SentenceTransformerEncoder,
     TextEncoder,
     build_text_encoder,
     embed_concepts,
@@ -50,6 +52,57 @@ def test_embed_concepts_once_per_text_and_rejects_empty(minilm: MiniLMEncoder) -
         embed_concepts(minilm, ["blur", "   "])
     with pytest.raises(ValueError, match="concept text is empty"):
         embed_concepts(minilm, [""])
+
+
+@pytest.fixture(scope="module")
+def tiny_sentence_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BERT with mean pooling, saved as sentence-transformers saves models."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny_sentence_model")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "warm", "sepia", "tone", "pixel", "blur"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder / "bert")
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder / "bert")
+    transformer = models.Transformer(str(folder / "bert"), max_seq_length=32)
+    pooling = models.Pooling(config.hidden_size, pooling_mode="mean")
+    saved = folder / "model"
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(saved))
+    return saved
+
+
+def test_a_local_sentence_transformers_folder_is_its_own_encoder(
+    tiny_sentence_model_dir: Path,
+) -> None:
+    encoder = build_text_encoder(str(tiny_sentence_model_dir))
+    assert type(encoder) is SentenceTransformerEncoder and isinstance(encoder, TextEncoder)
+    assert encoder.name == str(tiny_sentence_model_dir) and encoder.dim == 24
+    texts = ["warm sepia tone", "pixel blur", "warm sepia tone"]
+    vectors = encoder.encode(texts)
+    assert vectors.shape == (3, 24) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vectors[0], vectors[2], atol=1e-6)
+    assert not np.allclose(vectors[0], vectors[1])
+    # Token states: [CLS] + 3 words + [SEP]; their mean is the pooled vector before norming.
+    states = encoder.encode_tokens(texts[:1])[0]
+    assert states.shape == (5, 24)
+    mean = states.mean(axis=0)
+    np.testing.assert_allclose(mean / np.linalg.norm(mean), vectors[0], atol=1e-5)
+
+
+def test_a_folder_without_modules_json_is_not_a_sentence_model(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a sentence-transformers folder"):
+        SentenceTransformerEncoder(tmp_path)
 
 
 # A tiny byte-level BPE vocabulary, as transformers' own CLIP tokenizer tests write it.

