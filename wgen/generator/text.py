@@ -223,8 +223,9 @@ def _resolve_clip_source(name_or_path: str) -> str:
         path = Path(name_or_path).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(
-                f"CLIP text encoder folder {str(path)!r} does not exist; pass a folder holding "
-                f"a CLIPTextModel and its tokenizer, a hub name, or 'minilm'"
+                f"text encoder folder {str(path)!r} does not exist; pass a folder holding a "
+                f"sentence-transformers model, or a CLIPTextModel and its tokenizer, a CLIP hub "
+                f"name, or 'minilm'"
             )
         return str(path)
     return name_or_path
