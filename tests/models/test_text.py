@@ -162,3 +162,31 @@ def test_clip_uncached_hub_name_offline_names_it(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(FileNotFoundError, match="wgen-test/not-a-real-clip"):
         build_text_encoder("wgen-test/not-a-real-clip")
+
+
+def test_encoder_vocabulary_probe_scores_every_reserved_phrase(
+    tiny_sentence_model_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """benchmarks/encoder_vocabulary.py: one reserved noun and adjective per primitive, each
+    scored against the seen phrases by the encoder it is given."""
+    import importlib.util
+    import re
+    import sys
+
+    from wgen.data.concepts import PRIMITIVES
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "encoder_vocabulary.py"
+    spec = importlib.util.spec_from_file_location("encoder_vocabulary", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen, reserved = module.vocabulary()
+    assert len(reserved) == 2 * len(PRIMITIVES)
+    assert not {p for _, p in reserved} & {p for _, p in seen}
+    monkeypatch.setattr(
+        sys, "argv", ["encoder_vocabulary.py", "--encoder", str(tiny_sentence_model_dir)]
+    )
+    module.main()
+    first = capsys.readouterr().out.splitlines()[0]
+    found = re.search(r"right primitive for (\d+)/(\d+) reserved phrases", first)
+    assert found and int(found[2]) == len(reserved) and 0 <= int(found[1]) <= len(reserved)
+    assert "(24-d)" in first
