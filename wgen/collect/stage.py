@@ -359,7 +359,9 @@ def train_concepts(
                     "uri": storage.uri,
                 },
                 batch_format="pandas",
-                compute=ray.data.ActorPoolStrategy(size=config.collect.actors),
+                # Never more actors than concepts left (a resumed run may have one): a
+                # spare actor would only load its model and sit idle.
+                compute=ray.data.ActorPoolStrategy(size=min(config.collect.actors, len(todo))),
                 num_cpus=config.collect.cpus_per_actor,
                 num_gpus=config.collect.gpus_per_actor or None,
                 # One actor per node while nodes are free: concepts spread over the GPU
