@@ -19,6 +19,8 @@ concept's held-back pairs (paired L1 on [0, 1], lower is better; PSNR higher is 
                   with --components: the first generator's trained denoiser with its UNet's
                   output zeroed (the block readout alone), and without its readout (the UNet
                   alone); a component ablation of one trained model, not a retraining
+    average       with --average: the LoRA factors of every --generator averaged (each from
+                  its own text encoder, same seed): an ensemble probe, e.g. of two encoders
     own           the concept's own collected LoRA where it was collected: the ceiling
                   (--ceilings RUN adds those a second collection over the same pairs and
                   base GAN holds, e.g. held-out concepts collected after the fact)
@@ -128,6 +130,12 @@ def denoiser_parts(denoiser: Denoiser) -> dict[str, Denoiser]:
     return {"readout-only": readout_only, "unet-only": unet_only}
 
 
+def average_loras(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of several LoRA state dicts over the same base GAN (factor by
+    factor, as the mean-checkpoint baseline averages checkpoints)."""
+    return {key: torch.stack([s[key] for s in states]).mean(dim=0) for key in states[0]}
+
+
 def check_ceilings(ceilings: Path, out: Path) -> None:
     """--ceilings must be a run folder over the same concepts as ``out`` (one-line exit)."""
     if not (ceilings / CONCEPTS_FILE).is_file():
@@ -164,11 +172,19 @@ def main() -> None:
         action="store_true",
         help="also score the first generator's readout alone and its UNet alone",
     )
+    parser.add_argument(
+        "--average",
+        action="store_true",
+        help="also score the LoRA averaged over every --generator (two or more)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     named = [g.split("=", 1) for g in args.generator] or [["wgen", str(args.out / "generator")]]
+    if args.average and len(named) < 2:
+        raise SystemExit("--average needs two or more --generator NAME=DIR to average")
     generators = {name: WeightGenerator.load(Path(folder)) for name, folder in named}
+    averaged = list(generators)  # before --components adds the first one's parts
     first_name, first = next(iter(generators.items()))
     if args.components:
         for part, denoiser in denoiser_parts(first.denoiser).items():
@@ -245,6 +261,24 @@ def main() -> None:
                     for s in seeds
                 ]
                 scores[label] = {k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]}
+        if args.average:
+            per_seed = [
+                score_lora(
+                    base,
+                    config,
+                    average_loras(
+                        [
+                            generators[n].generate_from_embedding(
+                                text_states[n][e.concept_id], 1, s
+                            )
+                            for n in averaged
+                        ]
+                    ),
+                    e.evaluate,
+                )
+                for s in seeds
+            ]
+            scores["average"] = {k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]}
         ddim = [
             first.generate_from_embedding(text_states[first_name][e.concept_id], args.ddim_steps, s)
             for s in seeds

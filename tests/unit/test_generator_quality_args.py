@@ -57,3 +57,28 @@ def test_components_split_a_trained_denoiser_into_its_readout_and_its_unet():
     model.readout = None
     with pytest.raises(SystemExit, match="no block readout"):
         _script().denoiser_parts(model)
+
+
+def test_average_is_the_factorwise_mean_and_needs_two_generators(tmp_path, monkeypatch):
+    import sys
+
+    import torch
+
+    module = _script()
+    states = [{"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([[0.0]])},
+              {"a": torch.tensor([3.0, 6.0]), "b": torch.tensor([[4.0]])}]  # fmt: skip
+    mean = module.average_loras(states)
+    assert torch.equal(mean["a"], torch.tensor([2.0, 4.0])) and torch.equal(
+        mean["b"], torch.tensor([[2.0]])
+    )
+    argv = [
+        "generator_quality.py",
+        "--out",
+        str(tmp_path),
+        "--generator",
+        f"one={tmp_path}",
+        "--average",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="--average needs two or more --generator"):
+        module.main()
