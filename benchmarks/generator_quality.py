@@ -130,6 +130,11 @@ def denoiser_parts(denoiser: Denoiser) -> dict[str, Denoiser]:
     return {"readout-only": readout_only, "unet-only": unet_only}
 
 
+def mean_scores(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric averaged over the generation seeds."""
+    return {k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]}
+
+
 def average_loras(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The element-wise mean of several LoRA state dicts over the same base GAN (factor by
     factor, as the mean-checkpoint baseline averages checkpoints)."""
@@ -260,7 +265,7 @@ def main() -> None:
                     )
                     for s in seeds
                 ]
-                scores[label] = {k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]}
+                scores[label] = mean_scores(per_seed)
         if args.average:
             per_seed = [
                 score_lora(
@@ -278,15 +283,13 @@ def main() -> None:
                 )
                 for s in seeds
             ]
-            scores["average"] = {k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]}
+            scores["average"] = mean_scores(per_seed)
         ddim = [
             first.generate_from_embedding(text_states[first_name][e.concept_id], args.ddim_steps, s)
             for s in seeds
         ]
         per_seed = [score_lora(base, config, d, e.evaluate) for d in ddim]
-        scores[f"{first_name}-ddim"] = {
-            k: float(np.mean([p[k] for p in per_seed])) for k in per_seed[0]
-        }
+        scores[f"{first_name}-ddim"] = mean_scores(per_seed)
         split = programs[e.concept_id].split
         kind = programs[e.concept_id].kind
         for method, metrics in scores.items():

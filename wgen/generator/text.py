@@ -81,7 +81,7 @@ def _l2_normalise(vectors: np.ndarray) -> np.ndarray:
 SENTENCE_TRANSFORMERS_MARKER = "modules.json"  # what `SentenceTransformer.save` writes
 
 
-def is_sentence_transformers_folder(name_or_path: str) -> bool:
+def is_sentence_transformers_folder(name_or_path: str | Path) -> bool:
     """True for a local folder saved by sentence-transformers (it holds ``modules.json``)."""
     return (Path(name_or_path).expanduser() / SENTENCE_TRANSFORMERS_MARKER).is_file()
 
@@ -93,7 +93,7 @@ class SentenceTransformerEncoder:
         from sentence_transformers import SentenceTransformer
 
         path = Path(path).expanduser()
-        if not (path / SENTENCE_TRANSFORMERS_MARKER).is_file():
+        if not is_sentence_transformers_folder(path):
             raise FileNotFoundError(
                 f"{str(path)!r} is not a sentence-transformers folder (no "
                 f"{SENTENCE_TRANSFORMERS_MARKER}); pass a folder written by "
