@@ -27,7 +27,10 @@ concept's held-back pairs (paired L1 on [0, 1], lower is better; PSNR higher is 
 
 "gap closed" = (L1_mean − L1_method) / (L1_mean − L1_own), over the concepts with an own
 LoRA; "wins" count concepts where a method's L1 is below the mean's / below the better of
-ridge and hyper on that concept.
+ridge and hyper on that concept. After the tables, each generator's gap and its L1 against
+hyper's come with 95% bootstrap intervals over the concepts (24 per split is few: a few
+points of gap between two methods can be noise). `--from-json FILE` prints all of it again
+from a stored result, without scoring anything.
 
     .venv/bin/python benchmarks/generator_quality.py --out runs/study \\
         --generator wgen=runs/study/generator --json docs/generator_quality.json
@@ -83,10 +86,7 @@ def summarise(table: pd.DataFrame, split: str) -> pd.DataFrame:
     for method in l1.columns:
         gap = np.nan
         if len(with_own):
-            gap = float(
-                (with_own["mean"].mean() - with_own[method].mean())
-                / (with_own["mean"].mean() - with_own["own"].mean())
-            )
+            gap = gap_closed(with_own["mean"], with_own[method], with_own["own"])
         rows.append(
             {
                 "method": method,
@@ -99,6 +99,71 @@ def summarise(table: pd.DataFrame, split: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("method")
+
+
+def gap_closed(mean: np.ndarray, method: np.ndarray, own: np.ndarray) -> float:
+    """The share of the distance from the mean checkpoint to the own LoRA that a method
+    closes, from per-concept L1 values (all three over the same concepts)."""
+    return float((mean.mean() - method.mean()) / (mean.mean() - own.mean()))
+
+
+def bootstrap_interval(
+    statistic, *columns: np.ndarray, rounds: int = 10_000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of ``statistic(*columns)`` over ``rounds`` resamples of the concepts
+    (the rows of every column together) drawn with replacement. The seed is fixed: a stored
+    result always prints the same interval."""
+    n = len(columns[0])
+    draws = np.random.default_rng(seed).integers(0, n, size=(rounds, n))
+    values = np.array([statistic(*(c[d] for c in columns)) for d in draws])
+    low, high = np.nanquantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def intervals(table: pd.DataFrame, split: str, generators: list[str]) -> pd.DataFrame:
+    """Per generator on one split: the gap closed and the mean L1 difference to hyper (negative:
+    the generator is better), each with its 95% bootstrap interval over concepts."""
+    part = table[table["split"] == split]
+    l1 = part.pivot(index="concept_id", columns="method", values="l1")
+    with_own = l1.dropna(subset=["own"]) if "own" in l1 else l1.iloc[:0]
+    rows = []
+    for name in generators:
+        row: dict = {"method": name}
+        if len(with_own):
+            columns = [with_own[c].to_numpy() for c in ("mean", name, "own")]
+            row["gap_closed"] = gap_closed(*columns)
+            row["gap_low"], row["gap_high"] = bootstrap_interval(gap_closed, *columns)
+        diff = (l1[name] - l1["hyper"]).to_numpy()
+        row["l1_minus_hyper"] = float(diff.mean())
+        row["low"], row["high"] = bootstrap_interval(np.mean, diff)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def report(table: pd.DataFrame, generators: list[str]) -> dict[str, pd.DataFrame]:
+    """Print every split's summary and the generators' intervals; returns the summaries."""
+    if "average" in set(table["method"]):
+        generators = [*generators, "average"]
+    summaries = {split: summarise(table, split) for split in ("val", "heldout")}
+    pd.set_option("display.width", 220)
+    for split, summary in summaries.items():
+        print(f"\n{split}: paired L1 before fine-tuning (lower is better); oracles: {ORACLES}")
+        print(summary.round(4).to_string())
+        print(f"{split}: 95% bootstrap intervals over its concepts")
+        print(intervals(table, split, generators).round(4).to_string())
+    return summaries
+
+
+def from_json(path: Path) -> None:
+    """--from-json: the tables and intervals of a stored result, nothing scored again."""
+    if not path.is_file():
+        raise SystemExit(f"--from-json {path}: no such file (a --json output of this script)")
+    stored = json.loads(path.read_text())
+    if "per_concept" not in stored:
+        raise SystemExit(
+            f"--from-json {path}: no per_concept rows (not a --json output of this script)"
+        )
+    report(pd.DataFrame(stored["per_concept"]), list(stored["generators"]))
 
 
 def own_loras(frame: pd.DataFrame, concept_ids: list[str], groups: int) -> dict[str, np.ndarray]:
@@ -151,7 +216,7 @@ def check_ceilings(ceilings: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="run folder (pairs, weights, base)")
+    parser.add_argument("--out", type=Path, help="run folder (pairs, weights, base)")
     parser.add_argument(
         "--generator",
         action="append",
@@ -182,7 +247,17 @@ def main() -> None:
         action="store_true",
         help="also score the LoRA averaged over every --generator (two or more)",
     )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="print the tables and intervals of a stored --json result (nothing is scored)",
+    )
     args = parser.parse_args()
+    if args.from_json is not None:
+        return from_json(args.from_json)
+    if args.out is None:
+        parser.error("--out is required (or --from-json FILE)")
     torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     named = [g.split("=", 1) for g in args.generator] or [["wgen", str(args.out / "generator")]]
@@ -307,12 +382,7 @@ def main() -> None:
             + ", ".join(f"{m} {s['l1']:.3f}" for m, s in scores.items() if "|" not in m)
         )
 
-    table = pd.DataFrame(rows)
-    summaries = {split: summarise(table, split) for split in ("val", "heldout")}
-    pd.set_option("display.width", 220)
-    for split, summary in summaries.items():
-        print(f"\n{split}: paired L1 before fine-tuning (lower is better); oracles: {ORACLES}")
-        print(summary.round(4).to_string())
+    summaries = report(pd.DataFrame(rows), [n for n, _ in named])
 
     text = evals[0].text
     timings = {

@@ -1,8 +1,11 @@
-"""benchmarks/generator_quality.py refuses a --ceilings folder it cannot use, in one line."""
+"""benchmarks/generator_quality.py: its argument checks, its ablation and ensemble probes, and
+the bootstrap intervals it prints (also from a stored result, --from-json)."""
 
 import importlib.util
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from wgen.data.pairs import CONCEPTS_FILE
@@ -81,4 +84,78 @@ def test_average_is_the_factorwise_mean_and_needs_two_generators(tmp_path, monke
     ]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit, match="--average needs two or more --generator"):
+        module.main()
+
+
+def test_bootstrap_interval_brackets_the_statistic_and_narrows_with_more_concepts():
+    import numpy as np
+
+    module = _script()
+    rng = np.random.default_rng(1)
+    few, many = rng.normal(1.0, 1.0, 24), rng.normal(1.0, 1.0, 600)
+    low, high = module.bootstrap_interval(np.mean, few)
+    assert low < few.mean() < high
+    assert module.bootstrap_interval(np.mean, few) == (low, high)  # fixed seed: reproducible
+    many_low, many_high = module.bootstrap_interval(np.mean, many)
+    assert many_high - many_low < (high - low) / 3  # ~ 1/sqrt(n): 5x narrower
+    # the gap statistic resamples its three columns together, concept by concept
+    # (independent draws would spread this gap of exactly 0.5 on every resample)
+    shift = rng.uniform(0.0, 0.5, 24)
+    mean, own = 0.2 + shift, 0.1 + shift
+    interval = module.bootstrap_interval(module.gap_closed, mean, own + 0.05, own)
+    assert interval == pytest.approx((0.5, 0.5))
+
+
+def _stored_result(path, generator_minus_hyper: float):
+    """A --json result: 6 concepts per split, the generator a fixed distance from hyper."""
+    rows = []
+    for split in ("val", "heldout"):
+        for i in range(6):
+            hyper = 0.10 + 0.01 * i
+            l1 = {"mean": 0.20, "own": 0.05, "ridge": hyper + 0.02, "hyper": hyper}
+            l1["wgen"] = hyper + generator_minus_hyper
+            for method, value in l1.items():
+                rows.append(
+                    {"concept_id": f"{split}{i}", "split": split, "kind": "", "method": method,
+                     "l1": value, "psnr": 20.0}
+                )  # fmt: skip
+    path.write_text(json.dumps({"generators": {"wgen": {}}, "per_concept": rows}))
+    return path
+
+
+def test_from_json_reprints_tables_and_intervals_without_scoring(tmp_path, monkeypatch, capsys):
+    import sys
+
+    module = _script()
+    stored = _stored_result(tmp_path / "result.json", generator_minus_hyper=-0.01)
+    monkeypatch.setattr(sys, "argv", ["generator_quality.py", "--from-json", str(stored)])
+    module.main()
+    printed = capsys.readouterr().out
+    assert printed.count("95% bootstrap intervals") == 2
+    rows = pd.DataFrame(json.loads(stored.read_text())["per_concept"])
+    table = module.intervals(rows, "heldout", ["wgen"])
+    row = table.loc["wgen"]
+    # every concept 0.01 better than hyper: the interval has no width
+    assert row["l1_minus_hyper"] == pytest.approx(-0.01)
+    assert (row["low"], row["high"]) == pytest.approx((-0.01, -0.01))
+    # gap: (0.20 - mean(wgen)) / (0.20 - 0.05), with mean(wgen) = 0.125 - 0.01
+    assert row["gap_closed"] == pytest.approx((0.20 - 0.115) / 0.15)
+    assert row["gap_low"] < row["gap_closed"] < row["gap_high"]
+
+
+def test_from_json_refuses_what_is_not_a_stored_result_in_one_line(tmp_path, monkeypatch):
+    import sys
+
+    module = _script()
+    for bad, message in (
+        (tmp_path / "missing.json", "no such file"),
+        (tmp_path / "other.json", "no per_concept rows"),
+    ):
+        if bad.name == "other.json":
+            bad.write_text("{}")
+        monkeypatch.setattr(sys, "argv", ["generator_quality.py", "--from-json", str(bad)])
+        with pytest.raises(SystemExit, match=message):
+            module.main()
+    monkeypatch.setattr(sys, "argv", ["generator_quality.py"])
+    with pytest.raises(SystemExit):  # neither --out nor --from-json: argparse's usage error
         module.main()
