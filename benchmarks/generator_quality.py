@@ -140,18 +140,24 @@ def intervals(table: pd.DataFrame, split: str, generators: list[str]) -> pd.Data
     return pd.DataFrame(rows).set_index("method")
 
 
-def report(table: pd.DataFrame, generators: list[str]) -> dict[str, pd.DataFrame]:
-    """Print every split's summary and the generators' intervals; returns the summaries."""
+def report(table: pd.DataFrame, generators: list[str]) -> dict[str, dict[str, pd.DataFrame]]:
+    """Print every split's summary and the generators' intervals; returns both per split."""
     if "average" in set(table["method"]):
         generators = [*generators, "average"]
-    summaries = {split: summarise(table, split) for split in ("val", "heldout")}
+    tables = {
+        split: {
+            "summary": summarise(table, split),
+            "intervals": intervals(table, split, generators),
+        }
+        for split in ("val", "heldout")
+    }
     pd.set_option("display.width", 220)
-    for split, summary in summaries.items():
+    for split, parts in tables.items():
         print(f"\n{split}: paired L1 before fine-tuning (lower is better); oracles: {ORACLES}")
-        print(summary.round(4).to_string())
+        print(parts["summary"].round(4).to_string())
         print(f"{split}: 95% bootstrap intervals over its concepts")
-        print(intervals(table, split, generators).round(4).to_string())
-    return summaries
+        print(parts["intervals"].round(4).to_string())
+    return tables
 
 
 def from_json(path: Path) -> None:
@@ -382,7 +388,7 @@ def main() -> None:
             + ", ".join(f"{m} {s['l1']:.3f}" for m, s in scores.items() if "|" not in m)
         )
 
-    summaries = report(pd.DataFrame(rows), [n for n, _ in named])
+    tables = report(pd.DataFrame(rows), [n for n, _ in named])
 
     text = evals[0].text
     timings = {
@@ -412,7 +418,12 @@ def main() -> None:
                     "paraphrases": args.paraphrases,
                     "seeds": seeds,
                     "summary": {
-                        s: v.reset_index().to_dict(orient="records") for s, v in summaries.items()
+                        s: t["summary"].reset_index().to_dict(orient="records")
+                        for s, t in tables.items()
+                    },
+                    "intervals": {
+                        s: t["intervals"].reset_index().to_dict(orient="records")
+                        for s, t in tables.items()
                     },
                     "per_concept": rows,
                     "latency_ms": timings,
