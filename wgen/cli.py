@@ -76,14 +76,14 @@ def reported() -> Iterator[None]:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
-        from wgen.core.runtime import exit_if_fit_running
+        from wgen.core.runtime import exit_after_interrupt
 
         typer.secho(
             "interrupted; finished stages are kept, re-run the same command to resume",
             fg=typer.colors.YELLOW,
             err=True,
         )
-        exit_if_fit_running(130)
+        exit_after_interrupt(130)
         raise typer.Exit(130) from None
 
 
