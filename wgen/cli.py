@@ -76,15 +76,12 @@ def reported() -> Iterator[None]:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
-        from wgen.core.runtime import exit_after_interrupt
-
         typer.secho(
             "interrupted; finished stages are kept, re-run the same command to resume",
             fg=typer.colors.YELLOW,
             err=True,
         )
-        exit_after_interrupt(130)
-        raise typer.Exit(130) from None
+        raise typer.Exit(Interrupted.exit_code) from None
 
 
 def set_verbose(flag: bool) -> None:
@@ -539,7 +536,17 @@ def _centre_square(image, side: int):
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app(prog_name="wgen")
+    """The `wgen` process: the app, and after Ctrl-C an exit without interpreter finalisation
+    (`exit_after_interrupt`). Here and not in `reported`, so that a caller running the app
+    in its own process (a test's CliRunner, a notebook) gets its exit code and carries on."""
+    try:
+        app(prog_name="wgen")
+    except SystemExit as done:
+        if done.code == Interrupted.exit_code:
+            from wgen.core.runtime import exit_after_interrupt
+
+            exit_after_interrupt(Interrupted.exit_code)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover
