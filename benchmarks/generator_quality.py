@@ -75,12 +75,17 @@ def latency(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def per_concept_l1(table: pd.DataFrame, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One split's L1 as concept × method, and its rows with an own LoRA (the gap's concepts)."""
+    l1 = table[table["split"] == split].pivot(index="concept_id", columns="method", values="l1")
+    with_own = l1.dropna(subset=["own"]) if "own" in l1 else l1.iloc[:0]
+    return l1, with_own
+
+
 def summarise(table: pd.DataFrame, split: str) -> pd.DataFrame:
     """Per method: mean L1 / PSNR, gap closed, wins vs mean and vs the best of ridge/hyper."""
-    part = table[table["split"] == split]
-    l1 = part.pivot(index="concept_id", columns="method", values="l1")
-    psnr = part.groupby("method")["psnr"].mean()
-    with_own = l1.dropna(subset=["own"]) if "own" in l1 else l1.iloc[:0]
+    l1, with_own = per_concept_l1(table, split)
+    psnr = table[table["split"] == split].groupby("method")["psnr"].mean()
     best_simple = l1[["ridge", "hyper"]].min(axis=1)
     rows = []
     for method in l1.columns:
@@ -123,9 +128,7 @@ def bootstrap_interval(
 def intervals(table: pd.DataFrame, split: str, generators: list[str]) -> pd.DataFrame:
     """Per generator on one split: the gap closed and the mean L1 difference to hyper (negative:
     the generator is better), each with its 95% bootstrap interval over concepts."""
-    part = table[table["split"] == split]
-    l1 = part.pivot(index="concept_id", columns="method", values="l1")
-    with_own = l1.dropna(subset=["own"]) if "own" in l1 else l1.iloc[:0]
+    l1, with_own = per_concept_l1(table, split)
     rows = []
     for name in generators:
         row: dict = {"method": name}
@@ -332,6 +335,7 @@ def main() -> None:
         for method, flat in flats.items():
             scores[method] = score_lora(base, config, baselines.state(flat), e.evaluate)
         other = evals[(i + 1) % len(evals)].concept_id
+        own_text_loras = {}  # per generator, one LoRA per seed: --average reuses them
         for name, generator in generators.items():
             own_text = text_states[name][e.concept_id]
             variants = {
@@ -340,29 +344,20 @@ def main() -> None:
                 f"{name}|null-text": np.zeros_like(own_text),
             }
             for label, text in variants.items():
-                per_seed = [
-                    score_lora(
-                        base, config, generator.generate_from_embedding(text, 1, s), e.evaluate
-                    )
-                    for s in seeds
-                ]
+                loras = [generator.generate_from_embedding(text, 1, s) for s in seeds]
+                if label == name:
+                    own_text_loras[name] = loras
+                per_seed = [score_lora(base, config, lora, e.evaluate) for lora in loras]
                 scores[label] = mean_scores(per_seed)
         if args.average:
             per_seed = [
                 score_lora(
                     base,
                     config,
-                    average_loras(
-                        [
-                            generators[n].generate_from_embedding(
-                                text_states[n][e.concept_id], 1, s
-                            )
-                            for n in averaged
-                        ]
-                    ),
+                    average_loras([own_text_loras[n][k] for n in averaged]),
                     e.evaluate,
                 )
-                for s in seeds
+                for k in range(len(seeds))
             ]
             scores["average"] = mean_scores(per_seed)
         ddim = [
