@@ -61,6 +61,20 @@ AdapterOutOption = Annotated[
     Path, typer.Option("--out", help="adapter folder to write (peft format)")
 ]
 ReplaceOption = Annotated[bool, typer.Option("--force", help="replace an existing --out")]
+MaxSideOption = Annotated[
+    int,
+    typer.Option(
+        "--max-side", help="edit photos at their own size, scaled down to this long side (px)"
+    ),
+]
+StrategyOption = Annotated[
+    str,
+    typer.Option(
+        "--strategy",
+        help="how the edit reaches full size: guided (default) | residual | fullres | tiles | "
+        "upscaled; measured in docs/results/apply/README.md",
+    ),
+]
 
 
 @contextmanager
@@ -320,21 +334,28 @@ def finetune(
     images: Annotated[Path, typer.Option("--images", help="folder of your JPEG/PNG photos")],
     out: AdapterOutOption,
     force: ReplaceOption = False,
+    max_side: MaxSideOption = 1024,
+    strategy: StrategyOption = "guided",
 ) -> None:
     """Generate a LoRA for a new concept, then fine-tune it on pairs made from your photos
-    until converged; prints the held-back quality against time and writes the adapter."""
+    until converged; prints the held-back quality against time and writes the adapter, with
+    your photos edited at their own size in <out>/preview/."""
     from wgen.bench.finetune import run_finetune
+    from wgen.gan.training import BASE_DIR
     from wgen.generator.checkpoint import GeneratorFolderError
 
     with reported():
         set_verbose(False)
+        check_apply_options(max_side, strategy)
         check_generator_and_concept(generator, concept)
-        read_photos(images)
+        photos = read_apply_photos(images)
         check_new_output(out, force, "files (an adapter?)")
         try:
             run_finetune(generator, concept.strip(), images, out)
         except GeneratorFolderError as err:
             raise InputFileError(generator, str(err)) from None
+        grid = write_edits(out, generator / BASE_DIR, photos, out / "preview", strategy, max_side)
+    typer.echo(f"finetune: your photos edited at their own size → {grid.parent}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -464,16 +485,19 @@ def apply(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+    max_side: MaxSideOption = 1024,
+    strategy: StrategyOption = "guided",
 ) -> None:
-    """Edit your own images with an adapter: writes <out>/<name>.png and a before/after grid."""
+    """Edit your own photos with an adapter, each at its own size and aspect ratio (long side
+    at most --max-side): writes <out>/<name>.png and a before/after grid."""
     with reported():
+        check_apply_options(max_side, strategy)
         base = base or find_base(adapter)
         check_readable_folder(adapter, "an adapter folder from `wgen generate`", "")
         check_readable_folder(base, "a base GAN folder (RUN/base)", "`wgen collect` makes it")
-        photos = read_photos(images)
+        photos = read_apply_photos(images)
         check_new_output(out, force, "files")
-        out.mkdir(parents=True, exist_ok=True)
-        written = apply_adapter(adapter, base, photos, out)
+        written = write_edits(adapter, base, photos, out, strategy, max_side)
     typer.echo(f"apply: {len(photos)} image(s) edited → {out} (before/after grid: {written})")
 
 
@@ -496,13 +520,39 @@ def read_photos(images: Path) -> list:
         raise InputFileError(images, str(err).replace(f"images folder {images} ", "")) from None
 
 
-def apply_adapter(adapter: Path, base_dir: Path, photos: list, out: Path) -> Path:
-    """Run the base GAN with the adapter on centre crops of ``photos`` at the GAN's size."""
+def read_apply_photos(images: Path) -> list:
+    """`read_photos`, with the files that could not be read named in one line (they are
+    skipped) instead of a Python warning with its source line."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        photos = read_photos(images)
+    for warning in caught:
+        typer.secho(f"warning: {warning.message}", fg=typer.colors.YELLOW, err=True)
+    return photos
+
+
+def check_apply_options(max_side: int, strategy: str) -> None:
+    from wgen.gan.fullsize import STRATEGIES
+
+    if max_side < 1:
+        raise ConfigError(f"--max-side must be at least 1 pixel, got {max_side}")
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+
+
+def write_edits(
+    adapter: Path, base_dir: Path, photos: list, out: Path, strategy: str, max_side: int
+) -> Path:
+    """Edit every photo at its own size (`wgen.gan.fullsize`) with the base GAN and the
+    adapter; ``out`` appears with every image and the grid, or not at all."""
     import numpy as np
     from PIL import Image
 
+    from wgen.core.runtime import atomic_dir
+    from wgen.gan.fullsize import edit_full_size, fit_side
     from wgen.gan.lora import load_adapter
-    from wgen.gan.metrics import generate_uint8
     from wgen.gan.training import BaseGAN
     from wgen.models.gan import GAN_SIZES
 
@@ -511,28 +561,25 @@ def apply_adapter(adapter: Path, base_dir: Path, photos: list, out: Path) -> Pat
         model = load_adapter(base.build_generator(), adapter, base.fingerprint)
     except ValueError as err:  # made for another base GAN: name both folders
         raise InputFileError(adapter, f"does not fit the base GAN in {base_dir} ({err})") from None
-    side = GAN_SIZES[base.size].image_size
-    sources = np.stack([_centre_square(image, side) for _, image in photos])
-    edited = generate_uint8(model, sources)
-    for (name, _), image in zip(photos, edited, strict=True):
-        Image.fromarray(image).save(out / f"{name}.png")
-    grid = np.concatenate(
-        [np.concatenate([s, e], axis=1) for s, e in zip(sources, edited, strict=True)], 0
-    )
-    path = out / "grid.png"
-    Image.fromarray(grid).save(path)
-    return path
-
-
-def _centre_square(image, side: int):
-    import numpy as np
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    square = Image.fromarray(image[top : top + s, left : left + s])
-    return np.asarray(square.resize((side, side), Image.Resampling.BICUBIC))
+    image_size = GAN_SIZES[base.size].image_size
+    rows = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out) as tmp:
+        for name, photo in photos:
+            source = fit_side(photo, max_side)
+            if source.shape != photo.shape:
+                h, w = photo.shape[:2]
+                typer.echo(
+                    f"{name}: {w}x{h} is over --max-side {max_side}; edited at "
+                    f"{source.shape[1]}x{source.shape[0]}"
+                )
+            edited = edit_full_size(model.eval(), source, image_size, strategy)
+            Image.fromarray(edited).save(tmp / f"{name}.png")
+            rows.append(np.concatenate([source, edited], axis=1))
+        width = max(row.shape[1] for row in rows)  # rows of other widths: padded with black
+        grid = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows])
+        Image.fromarray(grid).save(tmp / "grid.png")
+    return out / "grid.png"
 
 
 def main() -> None:  # pragma: no cover - console entry point

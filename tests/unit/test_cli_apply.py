@@ -10,7 +10,7 @@ from wgen.cli import app
 from wgen.config import LoRAConfig
 from wgen.gan.lora import add_lora, save_adapter
 from wgen.gan.training import BaseGAN
-from wgen.models.gan import GAN_SIZES, build_discriminator, build_generator, fingerprint
+from wgen.models.gan import build_discriminator, build_generator, fingerprint
 
 SIZE = "tiny"
 
@@ -42,9 +42,10 @@ def test_apply_writes_edited_images_and_a_grid_and_refuses_to_overwrite(tmp_path
     args = ["apply", "--adapter", str(run / "adapters" / "c0001"), "--images", str(photos)]
     result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    side = GAN_SIZES[SIZE].image_size
-    assert np.asarray(Image.open(out / "wide.png")).shape == (side, side, 3)
-    assert np.asarray(Image.open(out / "grid.png")).shape == (2 * side, 2 * side, 3)
+    # each photo at its own size; the grid's rows (before | after) padded to the widest
+    assert np.asarray(Image.open(out / "wide.png")).shape == (30, 50, 3)
+    assert np.asarray(Image.open(out / "tall.png")).shape == (40, 20, 3)
+    assert np.asarray(Image.open(out / "grid.png")).shape == (30 + 40, 2 * 50, 3)
     again = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert again.exit_code == 2 and "--force" in again.output
     forced = CliRunner().invoke(app, [*args, "--out", str(out), "--force"])
