@@ -10,7 +10,6 @@ and keeps its traceback (exit 1).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -364,35 +363,25 @@ def finetune(
 
 
 def check_readable_folder(folder: Path, what: str, remake: str) -> None:
-    """Open every JSON, YAML and safetensors file under ``folder`` the way the loaders will,
-    so a truncated or foreign file is an `InputFileError` naming it, not a traceback."""
+    """Open every file under ``folder`` as `wgen.core.integrity.check_format` does, and each
+    config YAML as a config of this version, so a truncated or foreign file is an
+    `InputFileError` naming it, not a traceback."""
     import yaml
-    from safetensors import safe_open
+
+    from wgen.core.integrity import check_format
 
     if not folder.is_dir():
         problem = "is a file, not a folder" if folder.exists() else "does not exist"
         raise InputFileError(folder, f"{problem} (expected {what})", remake)
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        try:
-            if path.suffix == ".json":
-                json.loads(path.read_text())
-            elif path.suffix in (".yaml", ".yml"):
-                values = yaml.safe_load(path.read_text())
-                if path.name.startswith("config"):
-                    Config.from_dict(values)
-            elif path.suffix == ".safetensors":
-                with safe_open(str(path), framework="pt") as tensors:
-                    for key in tensors.keys():  # noqa: SIM118 - safe_open has no __iter__
-                        tensors.get_tensor(key)
-        except WgenError as err:
-            raise InputFileError(
-                path, f"not a wgen config of this version ({err})", remake
-            ) from None
-        except Exception as err:  # noqa: BLE001 - any failure to read this file is the file's
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise InputFileError(
-                path, f"cannot be read as {path.suffix[1:]} ({reason})", remake
-            ) from None
+        check_format(path, remake)
+        if path.suffix in (".yaml", ".yml") and path.name.startswith("config"):
+            try:
+                Config.from_dict(yaml.safe_load(path.read_text()))
+            except Exception as err:  # noqa: BLE001 - a YAML that is not a config of this wgen
+                raise InputFileError(
+                    path, f"not a wgen config of this version ({err})", remake
+                ) from None
 
 
 def check_generator_and_concept(generator: Path, concept: str) -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from wgen.config import Config
-from wgen.core.runfolder import check_input, check_own, stage_folder, stage_record
+from wgen.core.integrity import stage_files, verify_inputs
+from wgen.core.runfolder import check_input, check_own, command_args, stage_folder, stage_record
 from wgen.core.runtime import SUCCESS_FILE, print0, write_json
 from wgen.core.storage import RunStorage
 
@@ -70,6 +71,7 @@ def run_stage(
     copy of ``storage`` when that is a URI)."""
     out = Path(out)
     check_input(out, stage, config, overrides)
+    verify_inputs(out, stage, command_args(config, out, overrides))
     done = check_own(out, stage, config, force)
     folder = stage_folder(out, stage)
     if done is not None and _can_skip(stage, done, config, out, retry):
@@ -101,7 +103,11 @@ def run_stage(
         # The generator folder is written by the fit; its record is added here, last.
         write_json(
             folder / SUCCESS_FILE,
-            {"record": stage_record(config, "train"), "epochs": config.train.epochs},
+            {
+                "record": stage_record(config, "train"),
+                "epochs": config.train.epochs,
+                "files": stage_files(out, "train"),
+            },
         )
         return info
     raise ValueError(f"unknown stage {stage!r}")

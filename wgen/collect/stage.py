@@ -25,6 +25,7 @@ import pandas as pd
 from wgen.config import CollectConfig, Config
 from wgen.core.devices import current_device
 from wgen.core.errors import CollectIncomplete, Interrupted, RunFolderError
+from wgen.core.integrity import stage_files
 from wgen.core.runfolder import STARTED_FILE, stage_record, write_started
 from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, write_json
 from wgen.core.storage import RunStorage
@@ -315,6 +316,7 @@ def run_collect(
         ) from None
     seconds = time.perf_counter() - start
     summary = summarize(store, selected, seconds, config)
+    summary["files"] = stage_files(out, "collect")
     write_json(store.folder / SUCCESS_FILE, summary)
     (store.folder / STARTED_FILE).unlink(missing_ok=True)
     print0(

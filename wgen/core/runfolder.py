@@ -160,10 +160,15 @@ def write_started(out: Path, stage: str, config: Any) -> None:
     write_json(stage_folder(out, stage) / STARTED_FILE, stage_record(config, stage))
 
 
+def command_args(config: Any, out: Path, overrides: Sequence[str] = ()) -> str:
+    """``--preset ... --set ... --out ...``: the settings the user is using now."""
+    sets = "".join(f" --set {item}" for item in overrides)
+    return f"--preset {config.preset}{sets} --out {out}"
+
+
 def command_hint(stage: str, config: Any, out: Path, overrides: Sequence[str] = ()) -> str:
     """The command that makes ``stage`` with the settings the user is using now."""
-    sets = "".join(f" --set {item}" for item in overrides)
-    return f"`wgen {stage} --preset {config.preset}{sets} --out {out}`"
+    return f"`wgen {stage} {command_args(config, out, overrides)}`"
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from wgen.config import Config
+from wgen.core.integrity import stage_files
 from wgen.core.runfolder import stage_record
 from wgen.core.runtime import (
     SUCCESS_FILE,
@@ -181,6 +182,8 @@ def run_pairs(
             # The preset and the fields that shaped the pairs: later stages check them.
             "record": stage_record(config, "pairs"),
         }
+        if not remote:  # (at a URI the shards are not here to hash: readers check footers)
+            summary["files"] = stage_files(out, "pairs", folder=tmp)
         write_json(tmp / SUCCESS_FILE, summary)
     print0(
         f"pairs: {summary['pairs']} pairs over {summary['concepts']} concepts in {seconds:.1f} s "

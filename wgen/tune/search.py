@@ -34,6 +34,8 @@ from ray.tune import Callback
 
 from wgen.config import Config, ConfigError, without_later_fields_off
 from wgen.core.errors import Interrupted
+from wgen.core.integrity import verify_inputs
+from wgen.core.runfolder import command_args
 from wgen.core.runtime import (
     SUCCESS_FILE,
     init_ray,
@@ -293,6 +295,7 @@ def run_tune(
 
     params = parse_space(config)  # bad input fails here, before Ray starts
     out = Path(out).resolve()
+    verify_inputs(out, "tune", command_args(config, out, overrides or []))
     WeightStore(out).manifest()  # a missing weight dataset fails here, naming `wgen collect`
     tune_dir = out / TUNE_DIR
     digest = check_search_folder(tune_dir, config, force)
