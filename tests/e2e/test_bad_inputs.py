@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.e2e.damaged import refused_naming, truncate
 from tests.e2e.interrupt import interrupt_wgen
 from wgen.cli import app
 from wgen.config import load_config
@@ -93,3 +95,14 @@ def test_ctrl_c_is_reported_and_not_counted_as_an_attempt(ray_local, pairs_run, 
     unfinished = {f"c{i:04d}" for i in range(12)} - store.finished()
     assert all(store.attempts(c) == [] for c in unfinished), "an interruption used up an attempt"
     assert not (out / LOCK_FILE).exists()
+
+
+def test_collect_force_refuses_a_truncated_pairs_shard_in_one_line(ray_local, pairs_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(pairs_run, out)  # a copy: the shard is damaged here only
+    shard = sorted((out / "pairs").glob("*.parquet"))[0]
+    truncate(shard)
+    args = ["collect", "--preset", "tiny", "--out", str(out), "--force"]
+    line = refused_naming(args, shard, "wgen pairs --preset tiny", ray_local)
+    assert "damaged" in line and "--force" in line
+    assert not (out / "weights").exists() and not (out / LOCK_FILE).exists()

@@ -16,11 +16,13 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from tests.e2e.damaged import refused_naming, truncate
 from tests.e2e.interrupt import interrupt_wgen
 from tests.e2e.trainrun import registered_epoch
 from tests.e2e.weights import collect_without_ray
 from wgen.cli import app
 from wgen.config import load_config
+from wgen.core.integrity import stage_files
 from wgen.core.runfolder import LOCK_FILE, stage_record
 from wgen.core.runtime import SUCCESS_FILE, write_json
 from wgen.data.pairs import run_pairs
@@ -228,3 +230,38 @@ def test_ctrl_c_during_training_exits_130_and_says_how_to_resume(ray_local, weig
     assert "interrupted; finished stages are kept, re-run the same command to resume" in output
     assert not (out / GENERATOR_DIR).exists()
     assert not (out / LOCK_FILE).exists()  # released before the exit that skips finalisation
+
+
+def recorded_copy(weights_run: Path, tmp_path: Path) -> Path:
+    """A copy of the weights run whose collection is recorded as `wgen collect` records it:
+    the fixture's collection skipped the stage driver."""
+    out = tmp_path / "run"
+    shutil.copytree(weights_run, out, ignore=shutil.ignore_patterns("ray_results", GENERATOR_DIR))
+    record = {"concepts": 6, "record": stage_record(tiny(), "collect")}
+    write_json(out / "weights" / SUCCESS_FILE, {**record, "files": stage_files(out, "collect")})
+    return out
+
+
+TRAIN_ARGS = ["--preset", "tiny", *[a for s in COLLECT for a in ("--set", s)]]
+
+
+@pytest.mark.parametrize(
+    ("damaged", "remake"),
+    [
+        (lambda out: WeightStore(out).parquet_files()[0], "wgen collect --preset tiny"),
+        (lambda out: out / "weights" / "_manifest.json", "wgen collect --preset tiny"),
+    ],
+    ids=["truncated weight parquet", "broken manifest"],
+)
+def test_train_refuses_a_damaged_weight_file_in_one_line(
+    ray_local, weights_run, tmp_path, damaged, remake
+):
+    out = recorded_copy(weights_run, tmp_path)
+    path = damaged(out)
+    if path.suffix == ".json":
+        path.write_text(path.read_text().replace('"', "'", 1))  # same size, no longer JSON
+    else:
+        truncate(path)
+    line = refused_naming(["train", *TRAIN_ARGS, "--out", str(out)], path, remake, ray_local)
+    assert "damaged" in line and "--out " + str(out) in line
+    assert not (out / GENERATOR_DIR).exists() and not (out / LOCK_FILE).exists()
