@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wgen.bench.methods import Baselines
+from wgen.bench.methods import BaselineRecipe, Baselines
 from wgen.config import Config
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts
 from wgen.gan.metrics import build_feature_extractor
@@ -295,9 +295,10 @@ def main() -> None:
         config,
         base,
         ["ridge", "hyper"],
-        args.paraphrases,
+        BaselineRecipe(
+            args.paraphrases, config.train.max_train_concepts, args.hyper_epochs, "constant"
+        ),
         ridge_alpha=args.ridge_alpha,
-        hyper_epochs=args.hyper_epochs,
     )
     train_ids = baselines.data.concept_ids
     fit_seconds = baselines.fit_seconds

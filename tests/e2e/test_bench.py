@@ -5,14 +5,16 @@ without redoing its finished (concept, method, seed) runs."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.e2e.damaged import refused_naming, truncate
 from tests.e2e.test_train import COLLECT, collect_without_ray, tiny
 from wgen.bench.methods import METHODS
-from wgen.bench.stage import BENCH_DIR, RUNS_DIR
+from wgen.bench.stage import BENCH_DIR, RUNS_DIR, heldout_mix
 from wgen.cli import app
 from wgen.core.runfolder import stage_record
 from wgen.core.runtime import SUCCESS_FILE, write_json
@@ -92,13 +94,25 @@ def test_a_tiny_bench_runs_every_method_and_writes_every_field(benched):
     assert results["hardware"]["cores"] and results["torch_threads"] >= 1
     assert results["feature_extractor"]
     assert results["complete"]
-    heldout = [c.id for c in load_concepts(benched / CONCEPTS_FILE) if c.split == "heldout"]
-    assert sorted(results["concepts"]) == sorted(heldout[:2])
+    heldout = [c for c in load_concepts(benched / CONCEPTS_FILE) if c.split == "heldout"]
+    # one unseen combination and one unseen wording: both kinds of held-out concept
+    assert sorted(results["concepts"]) == [c.id for c in heldout_mix(heldout, 2)]
+    assert sorted(results["concept_kinds"].values()) == ["combination", "paraphrase"]
+    heldout = [c.id for c in heldout]
+    heldout = [c for c in heldout if c in results["concepts"]]
     run = results["per_concept"][heldout[0]]["runs"][0]
-    for key in ("history", "final", "metrics", "generation_seconds", "time_to_converge_s"):
+    # every run's record: enough to recompute any statistic from the records alone
+    for key in ("method", "seed", "status", "time_to_converge_s", "steps", "best_step"):
         assert key in run, key
+    assert {"reached_target", "time_to_target_s", "converged_test_quality"} <= set(run["metrics"])
     assert {"0", "5", "10"} == set(run["metrics"]["budgets"])
     assert run["history"][0]["step"] == 0 and "fd" in run["final"]
+    assert {"l1", "test_l1"} <= set(run["history"][0])
+    # the converged quality is the restored model's test score, the one at its best step
+    at_best = next(h for h in run["history"] if h["step"] == run["best_step"])
+    assert run["final"]["l1"] == pytest.approx(at_best["test_l1"], abs=1e-6)
+    assert results["splits"] == {"selection_pairs": 3, "test_pairs": 4}
+    assert results["baselines"]["paraphrases"] == 2  # the generator's train.paraphrases
     generated = results["per_concept"][heldout[0]]["methods"]["wgen-1"]
     assert generated["median_generation_s"] > 0
     assert generated["median_novelty_distance"] is not None
@@ -129,6 +143,42 @@ def test_a_bad_concepts_file_is_one_clear_line(run_folder, tmp_path, lines, mess
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "remake"),
+    [
+        (CONCEPTS_FILE, lambda p: p.write_text(p.read_text()[:-30]), "wgen pairs --preset tiny"),
+        (f"{BASE_DIR}/generator.safetensors", truncate, "wgen collect --preset tiny"),
+    ],
+    ids=["broken concepts.jsonl", "truncated base generator"],
+)
+def test_bench_refuses_a_damaged_input_in_one_line(
+    ray_local, run_folder, tmp_path, name, damage, remake
+):
+    out = tmp_path / "run"
+    shutil.copytree(run_folder, out, ignore=shutil.ignore_patterns(BENCH_DIR))
+    damage(out / name)
+    line = refused_naming(["bench", *ARGS, "--out", str(out)], out / name, remake, ray_local)
+    assert "damaged" in line and "--force" in line
+    assert not (out / BENCH_DIR).exists()
+
+
+@pytest.mark.parametrize(
+    ("setting", "names"),
+    [
+        ("bench.paraphrases=7", ("bench.paraphrases=7", "train.paraphrases")),
+        ("train.max_train_concepts=3", ("train.max_train_concepts=3", "every")),
+    ],
+    ids=["paraphrases", "training-subset"],
+)
+def test_baselines_fitted_on_other_data_than_the_generator_are_refused(run_folder, setting, names):
+    before = sorted(p.name for p in (run_folder / BENCH_DIR / RUNS_DIR).rglob("*"))
+    result = CliRunner().invoke(app, ["bench", *ARGS, "--out", str(run_folder), "--set", setting])
+    assert result.exit_code == 2, result.output
+    assert all(name in result.output for name in names), result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert sorted(p.name for p in (run_folder / BENCH_DIR / RUNS_DIR).rglob("*")) == before
 
 
 def test_an_unknown_method_is_refused_before_ray(run_folder):

@@ -233,7 +233,7 @@ def test_max_train_concepts_keeps_validation_and_the_coverage_first_subset(tmp_p
 def test_the_text_baselines_fit_on_the_generators_training_subset(tmp_path):
     """A learning-curve generator (train.max_train_concepts) is scored against baselines that
     saw the same concepts."""
-    from wgen.bench.methods import Baselines
+    from wgen.bench.methods import BaselineRecipe, Baselines
 
     concepts = make_concepts(load_config("tiny").data)
     train = [c for c in concepts if c.split == "train"][:4]
@@ -245,6 +245,7 @@ def test_the_text_baselines_fit_on_the_generators_training_subset(tmp_path):
     for limit, expected in ((2, subset), (None, sorted(c.id for c in train))):
         config = load_config("tiny", [f"train.max_train_concepts={limit or 'null'}"])
         config.train.text_encoder = ENCODER
-        fitted = Baselines.fit(tmp_path, config, base=None, methods=["ridge"], n_paraphrases=0)
+        recipe = BaselineRecipe(0, limit, hyper_epochs=0, hyper_lr_schedule="constant")
+        fitted = Baselines.fit(tmp_path, config, base=None, methods=["ridge"], recipe=recipe)
         assert fitted.data.concept_ids == expected
         assert fitted.checkpoint_concepts == [c for c in expected for _ in range(2)]

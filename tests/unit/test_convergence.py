@@ -90,3 +90,52 @@ def test_tiny_absolute_gains_on_a_near_zero_metric_do_not_count():
     assert not any(relative_only.update(v) for v in values)
     with_floor = ConvergenceMonitor(patience=3, tolerance=0.01, min_delta=5e-4)
     assert any(with_floor.update(v) for v in values)
+
+
+# --- the bench's rule: progress relative to the current best over a growing window -------
+
+from wgen.gan.convergence import GrowingWindowMonitor  # noqa: E402
+
+
+def growing(**kw) -> GrowingWindowMonitor:
+    fields = dict(eval_every=5, window_steps=20, window_fraction=0.5, tolerance=0.02)
+    return GrowingWindowMonitor(**{**fields, **kw})
+
+
+def test_a_slow_learner_far_from_its_start_is_not_cut_while_it_improves():
+    # scratch's shape: a long way down, then 3% better every 5 steps for 400 steps; the
+    # collection's gain-since-the-start margin called this converged at step ~15 (see
+    # test_gan_training.test_the_gain_since_the_start_margin_is_the_configured_one)
+    values = [0.25, 0.15] + [0.13 * 0.97**i for i in range(80)]
+    monitor = growing()
+    assert not any(monitor.update(v) for v in values)
+
+
+def test_the_window_grows_with_the_steps_run():
+    monitor = growing()
+    assert monitor.window_evaluations() == 4  # before any evaluation: the floor, 20 steps
+    for _ in range(41):
+        monitor.update(1.0)  # flat from the start: converged at the floor, step 20
+        if monitor.converged:
+            break
+    assert monitor.step == 20
+    late = growing()
+    values = [1.0 * 0.9**i for i in range(40)] + [0.9**39] * 200  # improves until step 195
+    stopped = next(i for i, v in enumerate(values) if late.update(v)) * 5
+    # flat from step 195: the window at step t is t/2, so it stops at t with t - t/2 = 195
+    assert stopped == pytest.approx(390, abs=10)
+
+
+def test_a_run_whose_start_is_its_best_converges_at_the_floor():
+    monitor = growing()
+    steps = [i * 5 for i, v in enumerate([0.1, 0.2, 0.3, 0.3, 0.3, 0.3]) if monitor.update(v)]
+    assert steps == [20, 25]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(eval_every=0), dict(window_steps=1), dict(window_fraction=-1), dict(tolerance=-0.1)],
+)
+def test_a_bad_growing_window_setting_is_refused(kwargs):
+    with pytest.raises(ValueError, match="growing-window rule"):
+        growing(**kwargs)

@@ -2,9 +2,11 @@
 
 A curve is one fine-tuning run's evaluations: the steps they were taken at, the training
 seconds at each (evaluation time left out, generation time added by the caller) and the
-quality (paired L1 by default: lower is better). GAN evaluations swing by 10-20% from one
-to the next (DESIGN.md), so every reading is of the *smoothed* curve: the trailing mean of
-the last `window` evaluations.
+quality (paired L1 by default: lower is better), on the selection pairs (`l1`, what the rule
+read) and on the test pairs (`test_l1`, read only here). GAN evaluations swing by 10-20%
+from one to the next (docs/architecture.md, "The benchmark"), so times are read off the
+*smoothed* curve (the trailing mean of the last `window` evaluations); quality at a budget
+is the model at that step, unsmoothed.
 """
 
 from __future__ import annotations
@@ -84,6 +86,21 @@ def _interpolate(steps: Sequence[int], values: Sequence[float], at: int) -> floa
             s0, s1, v0, v1 = steps[i - 1], steps[i], values[i - 1], values[i]
             return v0 + (v1 - v0) * (at - s0) / (s1 - s0)
     return values[-1]
+
+
+def time_to_converge(
+    history: Sequence[dict[str, float]], window: int, delta: float
+) -> tuple[int, float]:
+    """(step, train seconds) of the first evaluation whose smoothed selection quality is
+    within ``delta`` (relative) of the run's converged value, its best smoothed value: when
+    the run got there, not when the rule's window ran out (which would add the window to
+    every run and cap every ratio near 2x for fast starters)."""
+    smoothed = smooth([h["l1"] for h in history], window)
+    best = min(smoothed)
+    for h, value in zip(history, smoothed, strict=True):
+        if value <= best + delta * abs(best):
+            return int(h["step"]), float(h["train_seconds"])
+    raise AssertionError("the best value is always within delta of itself")
 
 
 def median_or_none(values: Sequence[float | None]) -> float | None:

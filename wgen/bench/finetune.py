@@ -4,9 +4,12 @@ the weight generator, then fine-tune it with the collection's loop until converg
 Pairs are made from the photos with the generator's configured editor (seeded crops, the
 last `collect.eval_pairs` held back for evaluation), the LoRA comes from
 `WeightGenerator.generate` (one direct step unless `generate.steps` says otherwise), and the
-fine-tuning is `wgen.gan.training.train_lora` under the bench's rule (`bench.eval_every`,
-`bench.patience`), printing the held-back paired L1 against time. The result is a standard
-peft adapter folder, as `wgen generate` writes it.
+fine-tuning is `wgen.gan.training.train_lora` under the bench's rule
+(`wgen.bench.stage.bench_monitor`), printing the held-back paired L1 against time, and ends
+with the best model on the held-back pairs. Those pairs both stop the run and score it here
+(a user's few photos leave no third split), so the printed final L1 is optimistic; `wgen
+bench` keeps the two apart. The result is a standard peft adapter folder, as `wgen generate`
+writes it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from wgen.bench.stage import ProbeL1, bench_rule, file_concept_id, make_pairs, parse_text
+from wgen.bench.stage import (
+    ProbeL1,
+    bench_monitor,
+    bench_rule,
+    file_concept_id,
+    make_pairs,
+    parse_text,
+)
 from wgen.core.errors import InputFileError
 from wgen.core.runtime import atomic_dir, print0, torch_threads
 
@@ -59,6 +69,7 @@ def run_finetune(generator_dir: Path, text: str, images: Path, out_dir: Path) ->
             k_checkpoints=0,
             seed=concept_seed(config.data.seed, concept_id),
             evaluate=probe,
+            monitor=bench_monitor(rule.bench),
         )
         final = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)(probe.generator)
     print0(f"finetune: LoRA generated for {text!r} in {gen_seconds * 1000:.0f} ms")

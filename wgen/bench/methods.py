@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wgen.config import Config
+from wgen.config import BenchConfig, Config, TrainConfig
+from wgen.core.errors import ConfigError
 from wgen.data.concepts import Concept, paraphrases
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
 from wgen.gan.training import BaseGAN, concept_pairs
@@ -119,6 +120,45 @@ def pooled_embeddings(
     return {t: have[t] for t in texts}
 
 
+@dataclass(frozen=True)
+class BaselineRecipe:
+    """What the text baselines are fitted on, and hyper's training: the generator's own
+    data (wordings per concept, training subset) and recipe (epochs, rate schedule), so a
+    rival gets the effort the method gets."""
+
+    paraphrases: int
+    max_train_concepts: int | None
+    hyper_epochs: int
+    hyper_lr_schedule: str
+
+    @classmethod
+    def resolve(
+        cls, bench: BenchConfig, generator: TrainConfig, run: TrainConfig
+    ) -> BaselineRecipe:
+        """``generator``: the train section the generator was trained with (its folder's
+        config.yaml; the run's own when no generator is benched). A bench setting that
+        would fit the baselines on other data than the generator's is a `ConfigError`."""
+        if bench.paraphrases is not None and bench.paraphrases != generator.paraphrases:
+            raise ConfigError(
+                f"bench.paraphrases={bench.paraphrases}: the generator was trained on "
+                f"{generator.paraphrases} wordings per concept (train.paraphrases), and its "
+                f"baselines must see the same; leave it unset or set {generator.paraphrases}"
+            )
+        if run.max_train_concepts != generator.max_train_concepts:
+            raise ConfigError(
+                f"train.max_train_concepts={run.max_train_concepts}: the generator was trained "
+                f"on {generator.max_train_concepts or 'every'} training concept(s), and its "
+                f"baselines must be fitted on the same; pass --set "
+                f"train.max_train_concepts={generator.max_train_concepts}"
+            )
+        return cls(
+            paraphrases=generator.paraphrases,
+            max_train_concepts=generator.max_train_concepts,
+            hyper_epochs=generator.epochs if bench.hyper_epochs is None else bench.hyper_epochs,
+            hyper_lr_schedule=bench.hyper_lr_schedule or generator.lr_schedule,
+        )
+
+
 @dataclass
 class Baselines:
     """Every text baseline, fitted on one run folder's training checkpoints.
@@ -153,9 +193,8 @@ class Baselines:
         config: Config,
         base: BaseGAN,
         methods: list[str],
-        n_paraphrases: int,
+        recipe: BaselineRecipe,
         ridge_alpha: float = 1.0,
-        hyper_epochs: int = 40,
         knn_k: int = 5,
         cache_dir: Path | None = None,
     ) -> Baselines:
@@ -165,11 +204,12 @@ class Baselines:
         manifest = store.manifest()
         lengths = manifest.group_lengths
         train = store.read(splits=["train"])
-        if config.train.max_train_concepts is not None:
+        n_paraphrases = recipe.paraphrases
+        if recipe.max_train_concepts is not None:
             # A generator trained on a subset (a learning-curve point) is compared with
             # baselines that saw the same concepts, not every one collected.
             meta = store.read(with_vectors=False)
-            kept = training_subset(out, meta, config.train.max_train_concepts)
+            kept = training_subset(out, meta, recipe.max_train_concepts)
             train = train[train["concept_id"].isin(kept)]
         train_ids = sorted(train["concept_id"].unique())
         rows = [np.concatenate(v) for v in row_vectors(train, len(lengths))]
@@ -220,7 +260,12 @@ class Baselines:
                 for p in concept_pairs(read_pairs(out, train_ids), config)
             }
             fitted.hyper = train_hyper(
-                data, pairs, fitted.func_loss, epochs=hyper_epochs, seed=config.data.seed
+                data,
+                pairs,
+                fitted.func_loss,
+                epochs=recipe.hyper_epochs,
+                seed=config.data.seed,
+                lr_schedule=recipe.hyper_lr_schedule,
             )
         fitted.fit_seconds = time.perf_counter() - start
         return fitted

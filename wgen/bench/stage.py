@@ -11,6 +11,9 @@
    one concept's timings share a process, its threads and its pairs. Every run goes through
    `wgen.gan.training.train_until_converged` (the collection's loop) under the bench's rule,
    with a cheap paired L1 every `bench.eval_every` steps and the Fréchet distance at the end.
+   Each concept's pairs are cut in three (`bench_split`): training pairs, *selection* pairs
+   (the only ones the rule and the restoring of the best model read) and *test* pairs (read
+   only for the report: the curve's test column and the restored model's final score).
 4. Each finished run is written at once to ``<out>/bench/runs/<concept>/<method>__s<seed>.json``
    and never redone; `wgen.bench.report` turns them into results.json, report.md and plots.
 """
@@ -27,7 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from wgen.bench.methods import METHODS, SCRATCH_INITS, Baselines, initial_weights
+from wgen.bench.methods import (
+    METHODS,
+    SCRATCH_INITS,
+    BaselineRecipe,
+    Baselines,
+    initial_weights,
+)
 from wgen.config import Config
 from wgen.core.errors import ConfigError, InputFileError, Interrupted, RunFolderError
 from wgen.core.runfolder import (
@@ -41,6 +50,7 @@ from wgen.core.runtime import init_ray, print0, read_json, write_json
 from wgen.core.storage import RunStorage
 from wgen.data.concepts import Concept
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, pairs_done, read_pairs
+from wgen.gan.convergence import GrowingWindowMonitor
 from wgen.gan.training import BASE_DIR, ConceptPairs, concept_pairs, concept_seed
 
 BENCH_DIR = "bench"
@@ -68,7 +78,43 @@ class BenchConcept:
     concept_id: str
     text: str
     edits: tuple | None
-    pairs: ConceptPairs
+    pairs: ConceptPairs  # as the pairs stage split them: training + held-back (test) pairs
+    kind: str = ""  # held-out kind: "combination" | "paraphrase" ("" for --concepts texts)
+
+
+@dataclasses.dataclass
+class BenchSplit:
+    """One concept's pairs in the bench's three splits.
+
+    ``fitting`` is what the training loop sees: its training pairs, and the selection pairs
+    as its evaluation pairs (the rule and the best-model restore read only those). The test
+    pairs are the collection's held-back pairs, which no rule or selection ever reads.
+    """
+
+    fitting: ConceptPairs
+    test_sources: np.ndarray
+    test_targets: np.ndarray
+
+
+def bench_split(pairs: ConceptPairs, selection_pairs: int) -> BenchSplit:
+    """Cut the last ``selection_pairs`` training pairs off as selection pairs; the held-back
+    pairs become the test pairs. Deterministic: the pairs are already ordered by image id."""
+    cut = len(pairs.train_sources) - selection_pairs
+    if cut < 1:
+        raise ValueError(
+            f"concept {pairs.concept_id} has {len(pairs.train_sources)} training pairs; "
+            f"bench.selection_pairs={selection_pairs} leaves none to train on"
+        )
+    fitting = ConceptPairs(
+        pairs.concept_id,
+        pairs.text,
+        pairs.split,
+        pairs.train_sources[:cut],
+        pairs.train_targets[:cut],
+        pairs.train_sources[cut:],
+        pairs.train_targets[cut:],
+    )
+    return BenchSplit(fitting, pairs.eval_sources, pairs.eval_targets)
 
 
 @dataclasses.dataclass
@@ -82,6 +128,7 @@ class BenchPlan:
     flagged: list[dict[str, str]]
     generator_dir: Path | None
     seeds: list[int]
+    baselines_recipe: BaselineRecipe | None = None
 
     def run_path(self, concept_id: str, method: str, seed: int) -> Path:
         return run_path(self.folder, concept_id, method, seed)
@@ -180,10 +227,16 @@ def prepare_bench(
             )
         )
     bench = config.bench
-    methods = list(dict.fromkeys(["lora-zero", *bench.methods]))  # lora-zero sets the target
+    # lora-zero and scratch set the targets (their converged test quality)
+    methods = list(dict.fromkeys(["scratch", "lora-zero", *bench.methods]))
     generator_dir = None
+    generator_train = config.train  # what the baselines follow when no generator is benched
     if any(m.startswith("wgen-") for m in methods):
-        from wgen.generator.checkpoint import GeneratorFolderError, check_generator_folder
+        from wgen.generator.checkpoint import (
+            CONFIG_YAML,
+            GeneratorFolderError,
+            check_generator_folder,
+        )
 
         generator_dir = Path(bench.generator_dir) if bench.generator_dir else out / "generator"
         try:
@@ -195,6 +248,8 @@ def prepare_bench(
                 f"make it with `wgen train {hint}`, pass --generator DIR, or leave the wgen "
                 "methods out with --methods",
             ) from None
+        generator_train = Config.load(generator_dir / CONFIG_YAML).train
+    recipe = BaselineRecipe.resolve(bench, generator_train, config.train)
     known = load_concepts(out / CONCEPTS_FILE)
     concepts, flagged = choose_concepts(config, out, known)
     if "nearest-edit" in methods and any(c.edits is None for c in concepts):
@@ -215,7 +270,7 @@ def prepare_bench(
                 "pass the same settings to continue, or --force to start the bench anew"
             )
     seeds = list(range(bench.seeds))
-    return BenchPlan(out, folder, methods, concepts, flagged, generator_dir, seeds)
+    return BenchPlan(out, folder, methods, concepts, flagged, generator_dir, seeds, recipe)
 
 
 def read_concepts_file(path: Path) -> list[tuple[int, str]]:
@@ -241,13 +296,12 @@ def choose_concepts(
     collected = {c.text.strip().lower(): c for c in known if c.split in ("train", "val")}
     flagged: list[dict[str, str]] = []
     if bench.concepts_file is None:
-        chosen = sorted((c for c in known if c.split == "heldout"), key=lambda c: c.id)
-        chosen = chosen[: bench.max_concepts]
+        chosen = heldout_mix([c for c in known if c.split == "heldout"], bench.max_concepts)
         if not chosen:
             raise RunFolderError(f"{out / CONCEPTS_FILE} lists no held-out concept to bench")
         frame = read_pairs(out, [c.id for c in chosen])
         by_id = {p.concept_id: p for p in concept_pairs(frame, config)}
-        return [BenchConcept(c.id, c.text, c.edits, by_id[c.id]) for c in chosen], flagged
+        return [BenchConcept(c.id, c.text, c.edits, by_id[c.id], c.kind) for c in chosen], flagged
 
     path = Path(bench.concepts_file)
     texts: list[tuple[str, tuple | None]] = []
@@ -277,6 +331,25 @@ def choose_concepts(
         BenchConcept(file_concept_id(t), t, edits, p)
         for (t, edits), p in zip(texts, pairs, strict=True)
     ], flagged
+
+
+def heldout_mix(heldout: list[Concept], count: int | None) -> list[Concept]:
+    """``count`` held-out concepts, half unseen combinations and half unseen wordings (the
+    first of each kind by id, alternating; the other kind fills in where one runs out), so
+    a bench of a few concepts tests both kinds of generalisation; None = all."""
+    heldout = sorted(heldout, key=lambda c: c.id)
+    if count is None or count >= len(heldout):
+        return heldout
+    kinds: dict[str, list[Concept]] = {}
+    for concept in heldout:
+        kinds.setdefault(concept.kind, []).append(concept)
+    queues = [list(v) for _, v in sorted(kinds.items())]
+    chosen: list[Concept] = []
+    while len(chosen) < count:
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return sorted(chosen, key=lambda c: c.id)
 
 
 def split_word(split: str) -> str:
@@ -333,27 +406,49 @@ def make_pairs(config: Config, concepts: list[tuple[str, str]]) -> list[ConceptP
 
 
 def bench_rule(config: Config) -> Config:
-    """The config the fine-tuning runs under: the collection's loop with the bench's rule."""
+    """The config the fine-tuning runs under: the collection's loop with the bench's
+    evaluation schedule and cap (the rule itself is `bench_monitor`)."""
     bench = config.bench
     collect = dataclasses.replace(
         config.collect,
         eval_every=bench.eval_every,
-        patience=bench.patience,
         smooth=bench.smooth,
         max_steps=bench.max_steps,
+        tolerance=bench.tolerance,
+        min_delta=bench.min_delta,
     )
-    if bench.gain_fraction is not None:
-        collect = dataclasses.replace(collect, gain_fraction=bench.gain_fraction)
     return dataclasses.replace(config, collect=collect)
 
 
-class ProbeL1:
-    """The cheap evaluation of the bench's curves: paired L1 and PSNR on the held-back pairs
-    (no Fréchet features). Keeps the latest generator (for the final Fréchet distance) and
-    the outputs at the steps shown in the image grid."""
+def bench_monitor(bench) -> GrowingWindowMonitor:
+    """A fresh rule for one run: the same for every method (`bench.window_*`, tolerance)."""
+    return GrowingWindowMonitor(
+        eval_every=bench.eval_every,
+        window_steps=bench.window_steps,
+        window_fraction=bench.window_fraction,
+        tolerance=bench.tolerance,
+        smooth=bench.smooth,
+        min_delta=bench.min_delta,
+    )
 
-    def __init__(self, pairs: ConceptPairs, eval_every: int, keep_steps: set[int], show: int = 2):
+
+class ProbeL1:
+    """The cheap evaluation of the bench's curves: paired L1 and PSNR on the evaluation pairs
+    of ``pairs`` (the selection pairs in the bench: `l1`, `psnr`, what the rule reads) and,
+    when given, on the test pairs (`test_l1`, `test_psnr`: recorded for the report, never
+    read by the rule). No Fréchet features. Keeps the latest generator (for the final score)
+    and the outputs on the first test (else evaluation) images at the grid's steps."""
+
+    def __init__(
+        self,
+        pairs: ConceptPairs,
+        eval_every: int,
+        keep_steps: set[int],
+        show: int = 2,
+        test: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         self.sources, self.targets = pairs.eval_sources, pairs.eval_targets
+        self.test = test
         self.eval_every, self.keep_steps, self.show = eval_every, keep_steps, show
         self.calls = 0
         self.generator = None
@@ -366,9 +461,19 @@ class ProbeL1:
         self.calls += 1
         self.generator = generator
         predictions = generate_uint8(generator, self.sources)
+        metrics = {
+            "l1": paired_l1(predictions, self.targets),
+            "psnr": psnr(predictions, self.targets),
+        }
+        shown = predictions
+        if self.test is not None:
+            tested = generate_uint8(generator, self.test[0])
+            metrics["test_l1"] = paired_l1(tested, self.test[1])
+            metrics["test_psnr"] = psnr(tested, self.test[1])
+            shown = tested
         if step in self.keep_steps:
-            self.outputs[step] = predictions[: self.show]
-        return {"l1": paired_l1(predictions, self.targets), "psnr": psnr(predictions, self.targets)}
+            self.outputs[step] = shown[: self.show]
+        return metrics
 
 
 class BenchWorker:
@@ -394,39 +499,60 @@ class BenchWorker:
     def run_concept(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         from wgen.gan.training import Evaluator
 
-        pairs: ConceptPairs = job["pairs"]
-        final = Evaluator(pairs.eval_sources, pairs.eval_targets, self.extractor)
-        folder = self.folder / RUNS_DIR / pairs.concept_id
+        split = bench_split(job["pairs"], self.config.bench.selection_pairs)
+        # the final score (L1, PSNR, Fréchet distance) of each run's restored model: test pairs
+        final = Evaluator(split.test_sources, split.test_targets, self.extractor)
+        folder = self.folder / RUNS_DIR / split.fitting.concept_id
         folder.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(
-            folder / "pairs.npz", sources=pairs.eval_sources[:2], targets=pairs.eval_targets[:2]
+            folder / "pairs.npz", sources=split.test_sources[:2], targets=split.test_targets[:2]
         )
-        records = [self.run_one(pairs, final, run) for run in job["runs"]]
+        records = [self.run_one(split, final, run) for run in job["runs"]]
         # each run's JSON last: a run with its JSON at the URI has its outputs there
         self.storage.upload(sorted(folder.iterdir(), key=lambda p: p.suffix == ".json"))
         return records
 
-    def run_one(self, pairs: ConceptPairs, final, run: dict[str, Any]) -> dict[str, Any]:
+    def run_one(self, split: BenchSplit, final, run: dict[str, Any]) -> dict[str, Any]:
+        from wgen.bench.curves import time_to_converge
         from wgen.gan.metrics import generate_uint8, paired_l1
         from wgen.gan.training import lora_generator, train_lora, train_scratch
 
-        bench, init = self.config.bench, run["init"]
-        probe = ProbeL1(pairs, bench.eval_every, {0, bench.grid_step})
+        bench, init, pairs = self.config.bench, run["init"], split.fitting
+        probe = ProbeL1(
+            pairs,
+            bench.eval_every,
+            {0, bench.grid_step},
+            test=(split.test_sources, split.test_targets),
+        )
         seed = concept_seed(self.config.data.seed + init.seed, pairs.concept_id)
         if init.method in SCRATCH_INITS:
             result = train_scratch(
-                self.config, pairs, self.extractor, seed, probe, SCRATCH_INITS[init.method]
+                self.config,
+                pairs,
+                self.extractor,
+                seed,
+                probe,
+                SCRATCH_INITS[init.method],
+                monitor=bench_monitor(bench),
             )
         else:
             result = train_lora(
-                self.base, self.config, pairs, self.extractor, init.state, 0, seed, probe
+                self.base,
+                self.config,
+                pairs,
+                self.extractor,
+                init.state,
+                0,
+                seed,
+                probe,
+                monitor=bench_monitor(bench),
             )
         novelty = dict(init.novelty) if init.novelty else None
         if novelty is not None and run.get("nearest_state") is not None:
             # In function space too: how differently the init and its nearest training
-            # checkpoint edit the evaluation images (paired L1 between the two outputs).
+            # checkpoint edit the test images (paired L1 between the two outputs).
             outputs = [
-                generate_uint8(lora_generator(self.base, self.config, s), pairs.eval_sources)
+                generate_uint8(lora_generator(self.base, self.config, s), split.test_sources)
                 for s in (init.state, run["nearest_state"])
             ]
             novelty["output_l1_to_nearest_checkpoint"] = paired_l1(*outputs)
@@ -436,11 +562,14 @@ class BenchWorker:
                 "train_seconds": float(h["train_seconds"]),
                 "l1": float(h["l1"]),
                 "psnr": float(h["psnr"]),
+                "test_l1": float(h["test_l1"]),
+                "test_psnr": float(h["test_psnr"]),
             }
             for h in result.history
         ]
         end = history[-1]
         converged = result.converged_step
+        when = time_to_converge(history, bench.smooth, bench.converge_delta) if converged else None
         record = {
             "concept_id": pairs.concept_id,
             "text": pairs.text,
@@ -449,12 +578,15 @@ class BenchWorker:
             "seed": init.seed,
             "status": result.status,
             "reason": result.reason,
-            "converged_step": converged,
+            "converged_step": converged,  # the step at which the rule stopped the run
+            "best_step": result.restored_step,  # the step of the model it ended with
             "steps": end["step"],
             "generation_seconds": init.seconds,
             "train_seconds": end["train_seconds"],
-            "time_to_converge_s": (init.seconds + end["train_seconds"]) if converged else None,
-            "final": final(probe.generator),  # l1, psnr, fd of the last model
+            # read after the run (bench.converge_delta); None = the rule never stopped it
+            "steps_to_converge": None if when is None else when[0],
+            "time_to_converge_s": None if when is None else init.seconds + when[1],
+            "final": final(probe.generator),  # the restored best model on the TEST pairs
             "history": history,
             "novelty": novelty,
             "threads": self.threads,
@@ -529,20 +661,21 @@ def run_bench(
         torch.set_num_threads(config.gan.threads)
         base = BaseGAN.load(plan.out / BASE_DIR)
         needed = sorted({m for _, m, _ in todo})
+        recipe = plan.baselines_recipe
         baselines = Baselines.fit(
             plan.out,
             config,
             base,
             needed,
-            config.bench.paraphrases,
+            recipe,
             config.bench.ridge_alpha,
-            config.bench.hyper_epochs,
             config.bench.knn_k,
             cache_dir=plan.folder,
         )
         print0(
             f"bench: text baselines fitted on {len(baselines.data.concept_ids)} training "
-            f"concepts in {baselines.fit_seconds:.1f} s"
+            f"concepts × {1 + recipe.paraphrases} wordings in {baselines.fit_seconds:.1f} s "
+            f"(hyper: {recipe.hyper_epochs} epochs, {recipe.hyper_lr_schedule} rate)"
         )
         if any(m.startswith("wgen-") for m in needed):
             from wgen.generator.checkpoint import WeightGenerator

@@ -27,7 +27,7 @@ from wgen.config import CollectConfig, Config, GANConfig
 from wgen.core.devices import current_device, precision_for
 from wgen.core.runtime import read_json, torch_seed, torch_threads, write_json
 from wgen.data.images import decode_png
-from wgen.gan.convergence import ConvergenceMonitor
+from wgen.gan.convergence import ConvergenceMonitor, GrowingWindowMonitor
 from wgen.gan.lora import (
     add_lora,
     count_parameters,
@@ -219,6 +219,8 @@ def train_until_converged(
     k_checkpoints: int = 0,
     snapshot: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None,
     metric: str = "l1",
+    monitor: ConvergenceMonitor | GrowingWindowMonitor | None = None,
+    end_at_best: bool = False,
 ) -> TrainingRun:
     """Train, evaluating every `eval_every` steps, until `metric` stops improving; then take
     `k_checkpoints` snapshots `checkpoint_every` steps apart (the paper's K post-convergence
@@ -231,14 +233,20 @@ def train_until_converged(
     With `collect.restore_best`, a run that drifts away from its best and stays away
     (`ConvergenceMonitor.drifted`) goes back to the trainer's state at its best evaluation and
     counts as converged there: `converged_step` is the step reached (the work done),
-    `restored_step` the step whose weights it kept. The K checkpoints continue from there."""
-    monitor = ConvergenceMonitor(
-        collect.patience,
-        collect.tolerance,
-        collect.smooth,
-        collect.min_delta,
-        gain_fraction=collect.gain_fraction,
-    )
+    `restored_step` the step whose weights it kept. The K checkpoints continue from there.
+
+    ``monitor`` replaces the collection's rule (the bench passes its `GrowingWindowMonitor`).
+    With ``end_at_best`` every run, converged or stopped at `max_steps`, ends with the
+    trainer's state at its best evaluation (`restored_step`): the bench scores that model."""
+    if monitor is None:
+        monitor = ConvergenceMonitor(
+            collect.patience,
+            collect.tolerance,
+            collect.smooth,
+            collect.min_delta,
+            gain_fraction=collect.gain_fraction,
+        )
+    keep_best = collect.restore_best or end_at_best
     best: tuple[int, dict[str, Any]] | None = None  # (step, trainer state) at the best
     restored_step = None
     history: list[dict[str, float]] = []
@@ -276,7 +284,7 @@ def train_until_converged(
         """Evaluate; keep the state at a new best; True once the run is done."""
         nonlocal best, restored_step
         done = monitor.update(record()[metric])
-        if collect.restore_best and monitor.improved:
+        if keep_best and monitor.improved:
             best = (trainer.steps, trainer.state())
         if not done and collect.restore_best and monitor.drifted and best is not None:
             restored_step = best[0]
@@ -293,6 +301,10 @@ def train_until_converged(
         if trainer.steps % collect.eval_every == 0 and evaluate_now():
             converged_step = trainer.steps
             break
+    if end_at_best and best is not None and restored_step is None:
+        restored_step = best[0]
+        if best[0] != trainer.steps:
+            trainer.restore(best[1])
     best = None  # the kept state is not needed past this point
     if converged_step is None:
         return finish(
@@ -449,10 +461,12 @@ def train_lora(
     k_checkpoints: int | None = None,
     seed: int | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    monitor: GrowingWindowMonitor | None = None,
 ) -> TrainingRun:
     """LoRA fine-tuning of one concept from the base (standard init unless `init` is given).
 
-    `seed` defaults to the concept's own; `evaluate` to the full `Evaluator` (L1, PSNR, FD)."""
+    `seed` defaults to the concept's own; `evaluate` to the full `Evaluator` (L1, PSNR, FD).
+    A ``monitor`` (the bench's rule) replaces the collection's and ends the run at its best."""
     seed = concept_seed(config.data.seed, pairs.concept_id) if seed is None else seed
     k = config.collect.k_checkpoints if k_checkpoints is None else k_checkpoints
     if evaluate is None:
@@ -471,7 +485,13 @@ def train_lora(
             seed,
         )
         return train_until_converged(
-            trainer, evaluate, config.collect, k, snapshot=cpu_trainable_state_dict
+            trainer,
+            evaluate,
+            config.collect,
+            k,
+            snapshot=cpu_trainable_state_dict,
+            monitor=monitor,
+            end_at_best=monitor is not None,
         )
 
 
@@ -482,10 +502,11 @@ def train_scratch(
     seed: int | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     init: str = "pix2pix",
+    monitor: GrowingWindowMonitor | None = None,
 ) -> TrainingRun:
     """pix2pix: the whole generator and discriminator from a fresh init on one concept (the
     slow baseline); ``init`` is pix2pix's own or the identity-friendly one
-    (`wgen.models.gan.GAN_INITS`). `seed` and `evaluate` as in `train_lora`."""
+    (`wgen.models.gan.GAN_INITS`). `seed`, `evaluate` and `monitor` as in `train_lora`."""
     seed = concept_seed(config.data.seed, pairs.concept_id) if seed is None else seed
     if evaluate is None:
         evaluate = Evaluator(pairs.eval_sources, pairs.eval_targets, extractor)
@@ -494,7 +515,9 @@ def train_scratch(
         generator = build_generator(config.gan.size, seed=seed, init=init).to(device)
         discriminator = build_discriminator(config.gan.size, seed=seed + 1, init=init).to(device)
         trainer = Pix2PixTrainer(generator, discriminator, config.gan, config.gan.lr, pairs, seed)
-        return train_until_converged(trainer, evaluate, config.collect)
+        return train_until_converged(
+            trainer, evaluate, config.collect, monitor=monitor, end_at_best=monitor is not None
+        )
 
 
 def parameter_counts(base: BaseGAN, config: Config) -> dict[str, int]:

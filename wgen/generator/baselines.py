@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from wgen.generator.funcspace import FunctionSpaceLoss, pair_tensors
+from wgen.generator.schedule import epoch_lr
 
 
 @dataclass
@@ -126,10 +127,12 @@ def train_hyper(
     epochs: int = 40,
     lr: float = 1e-3,
     seed: int = 0,
+    lr_schedule: str = "constant",
 ) -> Hyper:
     """Fit `Hyper` with the function-space loss on each concept's TRAINING pairs
     (``pairs[concept_id]`` = uint8 sources, targets), one random wording per concept and
-    step, one concept per step."""
+    step, one concept per step; the rate follows ``lr_schedule`` over the epochs as the
+    generator's does (`wgen.generator.schedule.epoch_lr`)."""
     layout = func_loss.codec.layout
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
@@ -137,7 +140,9 @@ def train_hyper(
         model = Hyper(data.wordings[0].shape[1], layout.n_blocks * layout.block_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     tensors = {c: pair_tensors(*pairs[c]) for c in data.concept_ids}
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr(lr, lr_schedule, epoch, epochs)
         for c in torch.randperm(len(data.concept_ids), generator=generator).tolist():
             wordings = data.wordings[c]
             pick = int(torch.randint(len(wordings), (1,), generator=generator))
