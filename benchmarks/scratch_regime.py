@@ -14,7 +14,7 @@ scratch's steps over each method's steps-to-target under the rule (median of the
 ratios; a method that never reached the target there is counted apart).
 
     .venv/bin/python benchmarks/scratch_regime.py --rule runs/bench/bench \\
-        --fixed runs/bench_long/bench --json docs/bench_preset_fixed/scratch_regime.json
+        --fixed runs/bench_long/bench --json docs/results/bench/history/bench_preset_fixed/scratch_regime.json
 """
 
 from __future__ import annotations

@@ -393,6 +393,7 @@ class BenchConfig:
     paraphrases: int | None = None
     actors: int = 2  # Ray actors, one concept (all its methods and seeds) at a time each
     cpus_per_actor: float = 1.0  # logical CPUs per actor
+    gpus_per_actor: float = 0.0  # GPUs per actor (cluster: fine-tuning on the GPU)
 
 
 @dataclass
@@ -545,7 +546,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # coverage-first subset of the same data, two seeds): val 0.1045 / 0.0995 -> 0.0937 / 0.0977,
     # held-out 0.1537 / 0.1556 -> 0.1590 / 0.1593 (docs/generator_quality_bench192_n80*.json).
     # With 160+ training concepts use --set train.func_weight=150 --set train.lr_schedule=cosine.
-    # docs/bench_preset was measured with 30 epochs (`--set train.epochs=30` reproduces it).
+    # docs/results/bench/history/bench_preset was measured with 30 epochs (`--set
+    # train.epochs=30` reproduces it).
     "bench": {
         **READOUT_GENERATOR,
         # 40 pairs: the collection trains on 32 and scores on 8; the bench cuts each held-out
@@ -593,6 +595,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "collect.actors": 16,
         "collect.cpus_per_actor": 4.0,
         "collect.gpus_per_actor": 0.5,
+        "bench.gpus_per_actor": 0.5,
         "collect.feature_extractor": "inception",
         "denoiser.size": "cluster",
         "denoiser.block_size": 256,
@@ -1097,6 +1100,7 @@ def validate_bench(config: Config) -> None:
         "test pairs); lower it or raise data.pairs_per_concept",
     )
     _positive(bench, "cpus_per_actor", "logical CPUs per actor; fractions are fine")
+    _at_least(bench, "gpus_per_actor", 0)
     _need(
         bench.max_steps >= bench.eval_every,
         "bench.max_steps",

@@ -708,7 +708,9 @@ def fine_tune(
 
     init_ray()
     bench = config.bench
-    worker = ray.remote(num_cpus=bench.cpus_per_actor)(BenchWorker)
+    worker = ray.remote(num_cpus=bench.cpus_per_actor, num_gpus=bench.gpus_per_actor or None)(
+        BenchWorker
+    )
     actors = [
         worker.remote(config.to_dict(), str(plan.out), str(plan.folder), uri)
         for _ in range(min(bench.actors, len(jobs)))
