@@ -535,8 +535,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "bench.cpus_per_actor": 0.5,
     },
     # bench: the headline benchmark, more pairs per concept so held-out training can converge,
-    # and twice the demo's collected concepts: the generator study (DESIGN.md) found every
-    # text -> weights map still improving from 40 to 79 training concepts. 60 generator
+    # and twice the demo's collected concepts: the generator study (docs/architecture.md)
+    # found every text -> weights map still improving from 40 to 79 training concepts. 60 generator
     # epochs, not 30: measured better at 80 training concepts (val L1 0.098 -> 0.093,
     # held-out 0.171 -> 0.163, docs/generator_epochs_bench.json) and at 167 with
     # train.func_weight=150 (val 0.0925 -> 0.0824, held-out 0.155 -> 0.143; seed 1: 0.0835, 0.143;

@@ -1,8 +1,8 @@
 """Which torch device a process trains on, and whether it may use mixed precision.
 
-One place for it (STYLE.md point 6): GAN training (base, LoRA, scratch), the Fréchet feature
-extractor, the generator's training and `wgen generate` ask `current_device()` and never read
-Ray's GPU assignment or CUDA themselves.
+One place for it (docs/architecture.md, rule 6): GAN training (base, LoRA, scratch), the
+Fréchet feature extractor, the generator's training and `wgen generate` ask
+`current_device()` and never read Ray's GPU assignment or CUDA themselves.
 
 - Inside a Ray Train worker: Ray Train's own ``ray.train.torch.get_device()`` (the worker's
   GPU when ``train.use_gpu``, else the CPU).

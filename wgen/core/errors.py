@@ -3,7 +3,7 @@
 The command line catches exactly these (``wgen.cli``) and prints their one-line message with
 exit code 2 (`Interrupted`: 130); anything else is a bug and keeps its traceback (exit 1).
 Raise them where the input is first seen, before Ray starts, naming the config key or the
-file and what would be right (STYLE.md point 11).
+file and what would be right (docs/architecture.md, rule 10).
 """
 
 from __future__ import annotations

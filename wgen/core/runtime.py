@@ -1,7 +1,7 @@
 """Process-level plumbing shared by every stage: starting Ray, printing once, atomic writes.
 
-Distributed concerns live here (STYLE.md point 6) so models and pure stage code never read
-ranks or environment variables.
+Distributed concerns (docs/architecture.md, rule 6) live here so models and pure stage code
+never read ranks or environment variables.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-# Measured on 2-core machines (DESIGN.md): usage stats cost a network timeout offline, and
-# Ray Train's default 2 s health-check interval makes every `ray.train.report` wait 2 s.
+# Measured on 2-core machines (docs/architecture.md): usage stats cost a network timeout
+# offline, and Ray Train's default 2 s health-check interval makes every `ray.train.report` wait 2 s.
 SUCCESS_FILE = "_SUCCESS.json"  # written last into a finished stage folder: its summary
 
 RAY_ENV_DEFAULTS = {
@@ -295,7 +295,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         runtime_env["worker_process_setup_hook"] = f"{__name__}.{pin_own_cluster.__name__}"
         # Twice the cores as logical CPUs: compute-bound actors set their own torch threads,
         # and the light read/shuffle tasks beside them then always find a free slot (a pool
-        # holding every logical CPU deadlocks a Ray Data pipeline, DESIGN.md).
+        # holding every logical CPU deadlocks a Ray Data pipeline, docs/architecture.md).
         ray.init(
             num_cpus=num_cpus or 2 * (os.cpu_count() or 1),
             include_dashboard=False,

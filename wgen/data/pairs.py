@@ -159,7 +159,7 @@ def run_pairs(
             batch_size=data.editor_batch_size,
             batch_format="numpy",
             # Fractional CPUs and a pool that starts at one actor: a pool that takes every
-            # CPU starves the read tasks and hangs on 2 cores (DESIGN.md).
+            # CPU starves the read tasks and hangs on 2 cores (docs/architecture.md).
             compute=ray.data.ActorPoolStrategy(
                 min_size=1, max_size=data.editor_actors, initial_size=data.editor_actors
             ),

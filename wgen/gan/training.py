@@ -1,6 +1,6 @@
 """GAN training without Ray: the base generator, per-concept LoRA, and pix2pix from scratch.
 
-Pure functions on arrays and modules (STYLE.md point 2): the Ray actor pool in
+Pure functions on arrays and modules (docs/architecture.md, rule 2): the Ray actor pool in
 `wgen.collect.stage` and the benchmark only call these. One loop (`train_until_converged`) serves
 every method, so LoRA, scratch and generated initialisations are trained and stopped by
 exactly the same rule.

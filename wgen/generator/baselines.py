@@ -1,4 +1,5 @@
-"""The simple text → weights predictors every generator must beat (DESIGN.md, the benchmark).
+"""The simple text → weights predictors every generator must beat (docs/architecture.md,
+"The benchmark").
 
 A sceptical reviewer's first questions about a weight generator are whether it does better
 than averaging, looking up, or linearly mapping the training checkpoints ("Generative

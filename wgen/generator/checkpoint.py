@@ -5,7 +5,7 @@ generation: embed the concept text, draw noise for all N blocks at once, denoise
 one batched forward per step (the paper's single direct-reconstruction step, or DDIM),
 un-normalise, un-chunk, and load the result into the base GAN as a LoRA initialisation.
 
-A generator folder is self-contained (STYLE.md point 7: a checkpoint rebuilds itself), so
+A generator folder is self-contained (docs/architecture.md, rule 7), so
 ``wgen generate`` needs nothing else::
 
     config.yaml               the whole wgen Config it was trained with (denoiser, LoRA, ...)

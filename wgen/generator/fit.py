@@ -121,7 +121,8 @@ def run_name(config: Config) -> str:
 
 
 def per_worker_batch(train: TrainConfig) -> int:
-    """The global batch split over the workers; it must divide exactly (STYLE.md point 6)."""
+    """The global batch split over the workers; it must divide exactly (docs/architecture.md,
+    rule 6)."""
     if not train.block_pass and train.concept_passes < 1:
         raise ValueError(
             "train.block_pass=false with train.concept_passes=0 trains nothing; "
@@ -158,7 +159,7 @@ def all_reduce_sum(values: Iterable[float]) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------
-# Optimizer state in safetensors (no pickle, STYLE.md point 7)
+# Optimizer state in safetensors (no pickle, architecture rule 7)
 # ---------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The function-space term: judge predicted weights by what the model does with them.
 
-DESIGN.md, "What makes the generator generalise": a concept's LoRA is one of many
+docs/architecture.md, "What makes the generator generalise": a concept's LoRA is one of many
 near-equivalent points (A and B trade a GL(r) factor), so a weight-space loss pulls every
 prediction toward the mean of those points — the failure of a denoiser trained on the
 diffusion loss alone. Measured from the same (oracle) features, an MLP trained with weight

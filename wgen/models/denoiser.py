@@ -193,8 +193,8 @@ class BlockReadout(nn.Module):
     features and U_n (rank × b), c_n (b) are learned for each of the N blocks. The UNet
     reaches block n only through SinEnc(n) in its embedding and has a few thousand weights
     to say what every block should hold for a text; the `hyper` baseline writes each weight
-    from its own output unit and closed twice the gap (DESIGN.md, "What makes the generator
-    generalise"). U and c start at zero: the readout adds nothing until training moves it.
+    from its own output unit and closed twice the gap (docs/architecture.md, "What makes the
+    generator generalise"). U and c start at zero: the readout adds nothing until training moves it.
     """
 
     def __init__(self, text_dim: int, n_blocks: int, block_size: int, rank: int, hidden: int):
