@@ -70,8 +70,8 @@ StrategyOption = Annotated[
     str,
     typer.Option(
         "--strategy",
-        help="how the edit reaches full size: guided (default) | residual | fullres | tiles | "
-        "upscaled; measured in docs/results/apply/README.md",
+        help="how the edit reaches full size: guided (default) | affine | residual | fullres | "
+        "tiles | upscaled; measured in docs/results/apply/README.md",
     ),
 ]
 
