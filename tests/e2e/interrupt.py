@@ -1,4 +1,11 @@
-"""Ctrl-C as a terminal sends it: SIGINT to the whole process group of a `wgen` command."""
+"""Ctrl-C as a terminal sends it: SIGINT to the whole process group of a `wgen` command.
+
+The command must react to SIGINT whatever the test process inherited: started from a
+background shell (``cmd &`` without job control, ``nohup``, some CI runners) the test process
+has SIGINT ignored, and an ignored signal stays ignored across ``exec``, so the command would
+ignore the Ctrl-C and run to its end. `popen_interruptible` starts it with SIGINT at its
+default disposition instead, as a terminal's foreground command has it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,19 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
+
+
+def popen_interruptible(command: list[str], **kwargs: Any) -> subprocess.Popen:
+    """``subprocess.Popen(command, **kwargs)`` with SIGINT at its default disposition in the
+    child. While it starts, this process *handles* SIGINT (a no-op): ``exec`` resets a handled
+    signal to the default, where an ignored one would stay ignored. (Not ``preexec_fn``: it
+    is unsafe in a process with threads, which Ray's driver has.)"""
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        return subprocess.Popen(command, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def interrupt_wgen(
@@ -21,7 +41,7 @@ def interrupt_wgen(
         "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address,
         "PYTHONFAULTHANDLER": "1",
     }
-    job = subprocess.Popen(
+    job = popen_interruptible(
         [sys.executable, "-m", "wgen", *args],
         env=env,
         stdout=subprocess.PIPE,
@@ -35,5 +55,9 @@ def interrupt_wgen(
         if when(line):
             os.killpg(job.pid, signal.SIGINT)
             break
-    rest, _ = job.communicate(timeout=timeout)
+    try:
+        rest, _ = job.communicate(timeout=timeout)
+    finally:
+        if job.poll() is None:  # a command that ignored the Ctrl-C must not outlive the test
+            os.killpg(job.pid, signal.SIGKILL)
     return job.returncode, "".join(lines) + rest

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.e2e.interrupt import popen_interruptible
 from tests.e2e.weights import collect_without_ray
 from wgen.config import load_config
 from wgen.core.runtime import read_json
@@ -47,7 +48,7 @@ def interrupt_after_first_trial(out: Path, address: str) -> tuple[list[str], str
     command = [sys.executable, "-m", "rayjobs.tune", "--preset", "tiny", "--out", str(out)]
     for item in SEARCH:
         command += ["--set", item]
-    job = subprocess.Popen(
+    job = popen_interruptible(
         command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     lines: list[str] = []
