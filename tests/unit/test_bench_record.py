@@ -44,6 +44,6 @@ def test_another_generator_or_rule_is_another_bench(tmp_path):
     elsewhere = bench_fields(tmp_path, config, tmp_path.parent / "other")
     assert any(d.startswith("generator:") for d in bench_differences(tmp_path, old, elsewhere))
     stricter = bench_fields(
-        tmp_path, load_config("tiny", ["bench.patience=9"]), tmp_path / "generator"
+        tmp_path, load_config("tiny", ["bench.window_steps=20"]), tmp_path / "generator"
     )
-    assert bench_differences(tmp_path, old, stricter) == ["bench.patience: 2 → 9"]
+    assert bench_differences(tmp_path, old, stricter) == ["bench.window_steps: 10 → 20"]

@@ -161,10 +161,22 @@ CONFIG_CASES = [
         "collect.gain_fraction=-0.1: must be at least 0 (0 = no margin from the gain since the start)",
     ),
     (
-        "a negative bench gain fraction",
-        ["bench", "--set", "bench.gain_fraction=-1"],
+        "a bench window shorter than one evaluation",
+        ["bench", "--set", "bench.window_steps=2"],
         2,
-        "bench.gain_fraction=-1",
+        "bench.window_steps=2: must be at least bench.eval_every=5",
+    ),
+    (
+        "selection pairs that leave nothing to train on",
+        ["bench", "--set", "bench.selection_pairs=8"],
+        2,
+        "bench.selection_pairs=8: leaves 0 pairs to train on",
+    ),
+    (
+        "a hyper schedule the generator does not know",
+        ["bench", "--set", "bench.hyper_lr_schedule=linear"],
+        2,
+        "bench.hyper_lr_schedule='linear': one of constant, cosine, or none for the generator's",
     ),
     (
         "a GPU asked for through the custom resources",

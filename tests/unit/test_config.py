@@ -106,9 +106,11 @@ def test_train_worker_resources_reach_ray_train_and_leave_the_run_unchanged():
     assert "train.worker_resources" not in stage_fields(pinned, "train")
 
 
-def test_the_bench_rule_takes_the_bench_gain_fraction_or_the_collections():
-    from wgen.bench.stage import bench_rule
+def test_the_bench_rule_is_the_bench_s_evaluation_schedule_cap_and_growing_window():
+    from wgen.bench.stage import bench_monitor, bench_rule
 
-    assert bench_rule(load_config("tiny")).collect.gain_fraction == 0.1
-    fair = bench_rule(load_config("tiny", ["bench.gain_fraction=0"]))
-    assert fair.collect.gain_fraction == 0.0 and fair.collect.patience == fair.bench.patience
+    config = load_config("tiny", ["bench.max_steps=35", "bench.tolerance=0.03"])
+    rule = bench_rule(config).collect
+    assert (rule.eval_every, rule.max_steps, rule.tolerance) == (5, 35, 0.03)
+    monitor = bench_monitor(config.bench)
+    assert (monitor.window_steps, monitor.window_fraction) == (10, 0.5)

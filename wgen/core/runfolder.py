@@ -92,8 +92,12 @@ def stage_fields(config: Any, stage: str) -> dict[str, Any]:
     return fields
 
 
-def fingerprint(fields: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+def fingerprint(fields: dict[str, Any], length: int = 12) -> str:
+    """The one digest of wgen's records and names (run-folder and bench records, the
+    generator's run name, a search, a p-diff fit): sha256 of the JSON with sorted keys, its
+    first ``length`` hex digits. Names made before this function keep theirs: the generator's
+    run name and p-diff's fit digest were 10 digits and stay so."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:length]
 
 
 def recorded_fields(record: dict[str, Any], stage: str) -> dict[str, Any]:

@@ -30,7 +30,6 @@ on a node without the driver's staging copy fetches the base GAN and the pairs i
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -47,6 +46,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wgen.config import Config, TrainConfig, without_later_fields_off
+from wgen.core.runfolder import fingerprint
 from wgen.core.runtime import (
     atomic_dir,
     fit_interruptibly,
@@ -116,8 +116,7 @@ def run_name(config: Config) -> str:
     }
     if config.train.max_train_concepts is not None:  # (left out while off: older runs' names)
         model["max_train_concepts"] = config.train.max_train_concepts
-    digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()[:10]
-    return f"generator-{digest}"
+    return f"generator-{fingerprint(model, length=10)}"
 
 
 def per_worker_batch(train: TrainConfig) -> int:

@@ -23,8 +23,6 @@ a few hundred small steps, not worth a safetensors round trip here).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import shutil
 import tempfile
@@ -38,6 +36,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wgen.config import Config, DenoiserConfig, PdiffConfig
+from wgen.core.runfolder import fingerprint
 from wgen.core.runtime import (
     atomic_dir,
     fit_interruptibly,
@@ -144,8 +143,7 @@ def latent_ddpm_loss(
 
 def fit_digest(cfg: PdiffConfig, setting: str) -> str:
     fields = {k: getattr(cfg, k) for k in FIT_FIELDS}
-    text = json.dumps({"setting": setting, **fields}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+    return fingerprint({"setting": setting, **fields}, length=10)
 
 
 # ---------------------------------------------------------------------------------------

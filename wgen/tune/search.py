@@ -22,7 +22,6 @@ best.json (for `wgen train --from-tune`), search.json and _SUCCESS.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -35,7 +34,7 @@ from ray.tune import Callback
 from wgen.config import Config, ConfigError, without_later_fields_off
 from wgen.core.errors import Interrupted
 from wgen.core.integrity import verify_inputs
-from wgen.core.runfolder import command_args
+from wgen.core.runfolder import command_args, fingerprint
 from wgen.core.runtime import (
     SUCCESS_FILE,
     init_ray,
@@ -91,8 +90,7 @@ def search_fingerprint(config: Config) -> tuple[str, dict[str, Any]]:
     values.pop("preset", None)
     for key in EXECUTION_ONLY:
         values["tune"].pop(key, None)
-    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
-    return digest, values
+    return fingerprint(values), values
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
