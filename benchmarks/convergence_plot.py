@@ -1,7 +1,7 @@
 """Validation metric over steps for a few concepts, with the convergence point and the K
 post-convergence checkpoints marked.
 
-    python benchmarks/convergence_plot.py --out runs/demo --png docs/convergence.png
+    python benchmarks/convergence_plot.py --out runs/demo --png docs/results/collect/convergence.png
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
-    parser.add_argument("--png", type=Path, default=Path("docs/convergence.png"))
+    parser.add_argument("--png", type=Path, default=Path("docs/results/collect/convergence.png"))
     parser.add_argument("--concepts", type=int, default=5)
     parser.add_argument("--metric", default="l1", choices=["l1", "psnr", "fd"])
     args = parser.parse_args()

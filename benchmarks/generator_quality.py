@@ -33,7 +33,7 @@ points of gap between two methods can be noise). `--from-json FILE` prints all o
 from a stored result, without scoring anything.
 
     .venv/bin/python benchmarks/generator_quality.py --out runs/study \\
-        --generator wgen=runs/study/generator --json docs/generator_quality.json
+        --generator wgen=runs/study/generator --json docs/results/generator/quality.json
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Draw (source, edited) pairs for 8 concepts of different categories from a pairs folder.
 
-python benchmarks/pairs_grid.py --out runs/demo --png docs/pairs_grid.png
+python benchmarks/pairs_grid.py --out runs/demo --png docs/results/collect/pairs_grid.png
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("runs/demo"), help="run folder with pairs/"
     )
-    parser.add_argument("--png", type=Path, default=Path("docs/pairs_grid.png"))
+    parser.add_argument("--png", type=Path, default=Path("docs/results/collect/pairs_grid.png"))
     parser.add_argument("--concepts", type=int, default=8)
     parser.add_argument("--images", type=int, default=3, help="pairs shown per concept")
     args = parser.parse_args()

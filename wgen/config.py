@@ -145,7 +145,7 @@ class DenoiserConfig:
     block_size: int = 64  # b: values per weight block (the paper chose 256 at its scale)
     index_dim: int = 64  # d: width of SinEnc(n, d), the block-index encoding
     # "sample" (x0), "epsilon" (the paper) or "v_prediction". x0: the function-space term then
-    # reads the model's output directly; measured on the study run (docs/generator_quality_study
+    # reads the model's output directly; measured on the study run (docs/results/generator/quality_study
     # .json) x0 + whole-concept training beat epsilon + the block pass.
     prediction: str = "sample"
     train_timesteps: int = 1000  # T of the DDPM schedule
@@ -455,7 +455,7 @@ _SECTION_CLASSES: dict[str, type] = {
 # Presets are overlays on the defaults above. `demo` is the defaults themselves.
 # The generator of the demo-sized presets: the per-block readout of the pooled text beside the
 # UNet, trained one concept per whole-concept step (hyper's 3,160 updates in 40 epochs).
-# Measured on the 79-concept study run (docs/generator_quality_readout.json): gap closed
+# Measured on the 79-concept study run (docs/results/generator/quality_readout.json): gap closed
 # 25% → 40% (val) and 11-25% → 46% (held-out), wins over the best of ridge and hyper
 # 5 → 9 and 4 → 14 of 24. Off in the defaults (the paper's UNet alone) and on the cluster
 # preset, where it was not measured.
@@ -538,13 +538,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # and twice the demo's collected concepts: the generator study (docs/architecture.md)
     # found every text -> weights map still improving from 40 to 79 training concepts. 60 generator
     # epochs, not 30: measured better at 80 training concepts (val L1 0.098 -> 0.093,
-    # held-out 0.171 -> 0.163, docs/generator_epochs_bench.json) and at 167 with
+    # held-out 0.171 -> 0.163, docs/results/generator/epochs_bench.json) and at 167 with
     # train.func_weight=150 (val 0.0925 -> 0.0824, held-out 0.155 -> 0.143; seed 1: 0.0835, 0.143;
-    # docs/generator_quality_bench192_e60.json). λ_f 30 and a constant rate stay: λ_f 150 with a
+    # docs/results/generator/quality_bench192_e60.json). λ_f 30 and a constant rate stay: λ_f 150 with a
     # cosine rate is better at 167 training concepts (held-out 0.143 -> 0.133 / 0.135 over two
-    # seeds; docs/generator_quality_bench192_e60cos*.json) but not at this preset's 80 (the
+    # seeds; docs/results/generator/quality_bench192_e60cos*.json) but not at this preset's 80 (the
     # coverage-first subset of the same data, two seeds): val 0.1045 / 0.0995 -> 0.0937 / 0.0977,
-    # held-out 0.1537 / 0.1556 -> 0.1590 / 0.1593 (docs/generator_quality_bench192_n80*.json).
+    # held-out 0.1537 / 0.1556 -> 0.1590 / 0.1593 (docs/results/generator/quality_bench192_n80*.json).
     # With 160+ training concepts use --set train.func_weight=150 --set train.lr_schedule=cosine.
     # docs/results/bench/history/bench_preset was measured with 30 epochs (`--set
     # train.epochs=30` reproduces it).
