@@ -414,6 +414,14 @@ def generate(
         typer.Option("--steps", help="1 = the paper's single direct step; N > 1 = N DDIM steps"),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="noise seed")] = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option(
+            "--guidance",
+            help="classifier-free guidance weight w >= 0 (0 = unguided; default: the "
+            "generator's own); a distilled student (wgen distill) takes w as its input",
+        ),
+    ] = None,
     base: Annotated[
         Path | None,
         typer.Option(
@@ -431,12 +439,16 @@ def generate(
         set_verbose(False)
         if steps is not None and steps < 1:
             raise ConfigError(f"--steps must be at least 1, got {steps}")
+        if guidance is not None and not guidance >= 0:  # (NaN too)
+            raise ConfigError(f"--guidance must be a weight w >= 0 (0 = unguided), got {guidance}")
         check_generator_and_concept(generator, concept)
         if base is not None:
             check_readable_folder(base, "a base GAN folder (RUN/base)", "`wgen collect` makes it")
         check_new_output(out, force, "files (an adapter?)")
         try:
-            run_generate(generator, concept, out, steps=steps, seed=seed, base_dir=base)
+            run_generate(
+                generator, concept, out, steps=steps, seed=seed, base_dir=base, guidance=guidance
+            )
         except GeneratorFolderError as err:  # a file missing from the generator folder
             raise InputFileError(generator, str(err)) from None
         except WeightFormatError as err:  # --base (or weights) of another base GAN

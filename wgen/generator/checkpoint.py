@@ -13,7 +13,9 @@ A generator folder is self-contained (docs/architecture.md, rule 7), so
     block_codec.safetensors   block normalisation fitted on the training split: the centre
                               (mean training checkpoint) and per-block-index statistics
     manifest.json             the weight layout: groups, shapes, base-GAN fingerprint
-    generator.json            text encoder name and width, training record (epochs, metrics)
+    generator.json            text encoder name and width, whether the denoiser takes the
+                              guidance weight w as an input (a distilled student,
+                              `wgen.distill`), training record (epochs, metrics)
     base/                     a copy of the base GAN the LoRA belongs to (wgen.gan.training.BaseGAN)
 
 Every Ray Train checkpoint holds such a folder (plus the optimizer state), and
@@ -137,6 +139,11 @@ class WeightGenerator:
         )
 
     @property
+    def guidance_input(self) -> bool:
+        """A w-conditioned student (`wgen.distill`): w is its input, one pass per step."""
+        return self.denoiser.extra_mlp is not None
+
+    @property
     def fingerprint(self) -> str:
         """The base GAN this generator's LoRA belongs to."""
         return self.manifest.fingerprint
@@ -165,35 +172,53 @@ class WeightGenerator:
         view = self.config.denoiser.text
         return embed_concepts(self.encoder, [check_concept_text(text)], view)[text.strip()]
 
-    def generate_config(self, steps: int | None = None, seed: int | None = None) -> GenerateConfig:
-        """The config's sampling settings with `steps` / `seed` overridden where given."""
+    def generate_config(
+        self, steps: int | None = None, seed: int | None = None, guidance: float | None = None
+    ) -> GenerateConfig:
+        """The config's sampling settings with `steps` / `seed` / `guidance` (w) overridden
+        where given."""
+        default = self.config.generate
         gen = dataclasses.replace(
-            self.config.generate,
-            steps=self.config.generate.steps if steps is None else steps,
-            seed=self.config.generate.seed if seed is None else seed,
+            default,
+            steps=default.steps if steps is None else steps,
+            seed=default.seed if seed is None else seed,
+            guidance=default.guidance if guidance is None else guidance,
         )
         if gen.steps < 1:
             raise ValueError(f"steps must be >= 1 (1 = the single direct step), got {gen.steps}")
+        if gen.guidance < 0:
+            raise ValueError(f"guidance weight w must be >= 0 (0 = unguided), got {gen.guidance}")
         return gen
 
     @torch.no_grad()
     def generate_from_embedding(
-        self, embedding: np.ndarray, steps: int | None = None, seed: int | None = None
+        self,
+        embedding: np.ndarray,
+        steps: int | None = None,
+        seed: int | None = None,
+        guidance: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """τ(T) (as `embed` gives it; zeros = the null text) → the trainable LoRA state dict:
-        all N blocks in one batched forward per step."""
+        all N blocks in one batched forward per step (guided: conditional and null halves in
+        that one forward; a w-student: w as its input)."""
         layout = self.layout
         device = next(self.denoiser.parameters()).device
         n = torch.from_numpy(layout.block_index()).to(device)
         text = torch.as_tensor(np.asarray(embedding, dtype=np.float32))[None].to(device)
         if text.shape[-1] != self.text_dim:
             raise ValueError(f"embedding of width {text.shape[-1]}, expected {self.text_dim}")
-        gen = self.generate_config(steps, seed)
-        blocks = self.diffusion.sample(self.denoiser, n, text, layout.block_size, gen)
+        gen = self.generate_config(steps, seed, guidance)
+        blocks = self.diffusion.sample(
+            self.denoiser, n, text, layout.block_size, gen, self.guidance_input
+        )
         return unflatten(self.codec.decode(blocks[:, 0].cpu().numpy()), self.manifest)
 
     def generate(
-        self, text: str, steps: int | None = None, seed: int | None = None
+        self,
+        text: str,
+        steps: int | None = None,
+        seed: int | None = None,
+        guidance: float | None = None,
     ) -> tuple[dict[str, torch.Tensor], float]:
         """Text → (trainable LoRA state dict, seconds for embedding + denoising + un-chunking).
 
@@ -202,7 +227,7 @@ class WeightGenerator:
         check_concept_text(text)
         self.encoder  # noqa: B018 - load τ outside the timed part
         start = time.perf_counter()
-        state = self.generate_from_embedding(self.embed(text), steps, seed)
+        state = self.generate_from_embedding(self.embed(text), steps, seed, guidance)
         return state, time.perf_counter() - start
 
     def lora_model(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
@@ -210,7 +235,12 @@ class WeightGenerator:
         return lora_generator(self.base, self.config, init=state)
 
     def write_adapter(
-        self, text: str, out_dir: Path, steps: int | None = None, seed: int | None = None
+        self,
+        text: str,
+        out_dir: Path,
+        steps: int | None = None,
+        seed: int | None = None,
+        guidance: float | None = None,
     ) -> tuple[Path, float]:
         """Generate a LoRA for ``text`` and write it as a peft adapter folder (atomically).
 
@@ -222,7 +252,7 @@ class WeightGenerator:
             raise FileExistsError(
                 f"{out_dir} exists and is not an adapter folder; choose an empty or new folder"
             )
-        state, seconds = self.generate(text, steps, seed)
+        state, seconds = self.generate(text, steps, seed, guidance)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         with atomic_dir(out_dir) as tmp:
             save_adapter(self.lora_model(state), self.base.size, tmp, self.fingerprint)
@@ -246,6 +276,7 @@ class WeightGenerator:
                 "format_version": FORMAT_VERSION,
                 "text_encoder": self.text_encoder,
                 "text_dim": self.text_dim,
+                "guidance_input": self.guidance_input,
                 "block_size": self.layout.block_size,
                 "n_blocks": self.layout.n_blocks,
                 "base_fingerprint": self.fingerprint,
@@ -272,7 +303,12 @@ class WeightGenerator:
         config = Config.load(folder / CONFIG_YAML)
         manifest = Manifest.from_json((folder / MANIFEST_FILE).read_text())
         layout = BlockLayout.from_lengths(manifest.group_lengths, config.denoiser.block_size)
-        denoiser = build_denoiser(config.denoiser, meta["text_dim"], n_blocks=layout.n_blocks)
+        denoiser = build_denoiser(
+            config.denoiser,
+            meta["text_dim"],
+            extra_cond=meta.get("guidance_input", False),  # absent: written before students
+            n_blocks=layout.n_blocks,
+        )
         denoiser.load_state_dict(load_file(str(folder / DENOISER_FILE)))
         return cls(
             config=config,

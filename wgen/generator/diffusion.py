@@ -63,17 +63,18 @@ def guided_prediction(
     t: torch.Tensor,
     n: torch.Tensor,
     text: torch.Tensor,
-    guidance: float = 0.0,
+    guidance: float | torch.Tensor = 0.0,
     extra_cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The model's output with classifier-free guidance: x̂^w = (1 + w)·x̂_c − w·x̂_∅.
 
-    The one place guidance happens, used by every sampler. With w = 0 this is a single
-    conditional forward. Otherwise conditional and null-text halves run as ONE batched
-    forward. Combining raw outputs (ε, x0 or v) is the same as combining x̂: at fixed
-    w^t and t each is an affine function of the other with the same coefficients.
+    The one place guidance happens, used by every sampler and by distillation's teacher.
+    With w = 0 this is a single conditional forward. Otherwise conditional and null-text
+    halves run as ONE batched forward. Combining raw outputs (ε, x0 or v) is the same as
+    combining x̂: at fixed w^t and t each is an affine function of the other with the same
+    coefficients. ``guidance``: one w, or a (B, 1, 1) tensor of one w per row (distillation).
     """
-    if guidance == 0.0:
+    if not torch.is_tensor(guidance) and guidance == 0.0:
         return model(x_t, t, n, text, extra_cond=extra_cond)
     batch = x_t.shape[0]
     drop = torch.cat((torch.zeros(batch, dtype=torch.bool), torch.ones(batch, dtype=torch.bool)))
@@ -251,13 +252,21 @@ class WeightDiffusion:
         text: torch.Tensor,
         block_size: int,
         gen: GenerateConfig,
+        guidance_input: bool = False,
     ) -> torch.Tensor:
         """All N blocks of one concept as `GenerateConfig` asks: steps = 1 → the paper's single
-        step at `single_step_t`; steps > 1 → DDIM. Returns (N, 1, b) normalised blocks."""
+        step at `single_step_t`; steps > 1 → DDIM. Returns (N, 1, b) normalised blocks.
+
+        ``guidance_input``: the model is a w-conditioned student (`wgen.distill`), which
+        takes w = ``gen.guidance`` as its extra condition and is run once per step, without
+        the null-text pass."""
         generator = torch.Generator().manual_seed(gen.seed)
         shape = (n.shape[0], 1, block_size)
+        guidance, extra = gen.guidance, None
+        if guidance_input:
+            guidance, extra = 0.0, torch.full((n.shape[0],), gen.guidance, device=n.device)
         if gen.steps == 1:
             return self.sample_single_step(
-                model, n, text, gen.single_step_t, shape, generator, gen.guidance
+                model, n, text, gen.single_step_t, shape, generator, guidance, extra
             )
-        return self.sample_ddim(model, n, text, gen.steps, shape, generator, gen.guidance)
+        return self.sample_ddim(model, n, text, gen.steps, shape, generator, guidance, extra)

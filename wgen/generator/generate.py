@@ -28,8 +28,12 @@ def run_generate(
     steps: int | None = None,
     seed: int | None = None,
     base_dir: Path | None = None,
+    guidance: float | None = None,
 ) -> dict[str, Any]:
     """Write a generated LoRA adapter for ``concept_text`` to ``out_dir``.
+
+    ``guidance``: the classifier-free guidance weight w (None = the generator's own
+    ``generate.guidance``); a distilled w-student takes it as an input.
 
     ``base_dir`` names the base GAN the adapter is meant for, when it is not the generator's
     own copy: a base of another fingerprint is refused before anything is generated.
@@ -49,10 +53,15 @@ def run_generate(
     with torch_threads(generator.config.generate.threads):
         generator.encoder  # noqa: B018 - load τ now, so the time below is the generation
         load_seconds = time.perf_counter() - start
-        gen = generator.generate_config(steps, seed)
-        path, seconds = generator.write_adapter(text, Path(out_dir), gen.steps, gen.seed)
+        gen = generator.generate_config(steps, seed, guidance)
+        path, seconds = generator.write_adapter(
+            text, Path(out_dir), gen.steps, gen.seed, gen.guidance
+        )
         load_adapter(base.build_generator(), path, base.fingerprint)  # it loads back
     method = "1 direct step" if gen.steps == 1 else f"{gen.steps} DDIM steps"
+    if gen.guidance:
+        how = "w as the student's input" if generator.guidance_input else "two passes per step"
+        method += f", guidance w = {gen.guidance:g} ({how})"
     print0(
         f"generate: LoRA for {text!r} in {seconds * 1000:.1f} ms ({method} over all "
         f"{generator.layout.n_blocks} blocks, seed {gen.seed}; loading took {load_seconds:.1f} s) "
@@ -63,6 +72,7 @@ def run_generate(
         "concept_text": text,
         "steps": gen.steps,
         "seed": gen.seed,
+        "guidance": gen.guidance,
         "seconds": seconds,
         "load_seconds": load_seconds,
         "device": str(device),
