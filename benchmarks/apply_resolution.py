@@ -30,12 +30,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from wgen.config import load_config
 from wgen.data.editors.procedural import ProceduralEditor
 from wgen.data.images import builtin_photos
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts
 from wgen.gan.fullsize import DEFAULT_STRATEGY, STRATEGIES, edit_full_size, fit_side
-from wgen.gan.metrics import paired_l1
+from wgen.gan.metrics import model_to_uint8, paired_l1, uint8_to_model
 from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
 from wgen.models.gan import GAN_SIZES
 from wgen.weights.store import WeightStore, checkpoint_state
@@ -43,17 +45,40 @@ from wgen.weights.store import WeightStore, checkpoint_state
 BASELINE = "upscaled"
 
 
-def concept_models(run: Path, split: str, preset: str, limit: int | None):
-    """(concept id, text, generator with the concept's last checkpoint) per collected concept."""
+class EditorAsGAN(nn.Module):
+    """The editor itself at whatever size it is given, in the GAN's convention ([-1, 1] NCHW):
+    a perfect GAN at the trained size (``--oracle``), so what remains is the strategies' own
+    error in carrying an edit to full size, apart from the LoRA's error at 32 px."""
+
+    factor = 1
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.editor = text, ProceduralEditor()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        images = model_to_uint8(x)
+        return uint8_to_model(self.editor(images, [self.text] * len(images)))
+
+
+def concept_models(run: Path, split: str, preset: str, limit: int | None, oracle: bool):
+    """(concept id, text, generator with the concept's last checkpoint, its trained size) per
+    collected concept of ``split``; with ``oracle``, every concept of the split in
+    RUN/concepts.jsonl with the editor standing in for the generator."""
     config = load_config(preset)
     base = BaseGAN.load(run / BASE_DIR)
+    image_size = GAN_SIZES[base.size].image_size
+    if oracle:
+        concepts = [c for c in load_concepts(run / CONCEPTS_FILE) if c.split == split]
+        for concept in concepts[:limit]:
+            yield concept.id, concept.text, EditorAsGAN(concept.text), image_size
+        return
     store = WeightStore(run)
-    frame = store.read(splits=[split])
-    last = frame.groupby("concept_id").tail(1)
+    last = store.read(splits=[split]).groupby("concept_id").tail(1)
     for _, row in list(last.iterrows())[:limit]:
         state = checkpoint_state(row, store.manifest(), base.fingerprint)
         model = lora_generator(base, config, state).eval()
-        yield row["concept_id"], row["concept_text"], model, GAN_SIZES[base.size].image_size
+        yield row["concept_id"], row["concept_text"], model, image_size
 
 
 def benchmark_photos(sizes: list[int], count: int) -> dict[int, list[tuple[str, np.ndarray]]]:
@@ -71,7 +96,7 @@ def run(args) -> dict:
     rows = []
     grid_cells = {}
     for concept_id, text, model, image_size in concept_models(
-        args.run, args.split, args.preset, args.limit
+        args.run, args.split, args.preset, args.limit, args.oracle
     ):
         for size, images in photos.items():
             truths = [editor(image[None], [text])[0] for _, image in images]
@@ -164,6 +189,9 @@ def main() -> None:
     # One thread: the demo GAN is 8 channels wide at full resolution, too little work per op
     # to share; with 2 threads on this (busy) 2-core machine an edit took 5-25x longer.
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--oracle", action="store_true", help="the editor at the trained size as the GAN"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--grid", type=Path, default=None, help="PNG: before | upscaled | default | editor"
@@ -183,8 +211,8 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         summary = {
             "command": "python benchmarks/apply_resolution.py "
-            f"--run {args.run} --split {args.split} --photos {args.photos} "
-            f"--sizes {','.join(map(str, args.sizes))}",
+            f"--run {args.run} --split {args.split} --photos {args.photos} --limit {args.limit} "
+            f"--sizes {','.join(map(str, args.sizes))}" + (" --oracle" if args.oracle else ""),
             "default_strategy": DEFAULT_STRATEGY,
             "wall_seconds": round(wall, 1),
             "threads": args.threads,

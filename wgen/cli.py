@@ -70,8 +70,8 @@ StrategyOption = Annotated[
     str,
     typer.Option(
         "--strategy",
-        help="how the edit reaches full size: guided (default) | affine | residual | fullres | "
-        "tiles | upscaled; measured in docs/results/apply/README.md",
+        help="how the edit reaches full size: bands (default) | guided | affine | residual | "
+        "fullres | tiles | upscaled; measured in docs/results/apply/README.md",
     ),
 ]
 
@@ -334,7 +334,7 @@ def finetune(
     out: AdapterOutOption,
     force: ReplaceOption = False,
     max_side: MaxSideOption = 1024,
-    strategy: StrategyOption = "guided",
+    strategy: StrategyOption = "bands",
 ) -> None:
     """Generate a LoRA for a new concept, then fine-tune it on pairs made from your photos
     until converged; prints the held-back quality against time and writes the adapter, with
@@ -487,7 +487,7 @@ def apply(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
     max_side: MaxSideOption = 1024,
-    strategy: StrategyOption = "guided",
+    strategy: StrategyOption = "bands",
 ) -> None:
     """Edit your own photos with an adapter, each at its own size and aspect ratio (long side
     at most --max-side): writes <out>/<name>.png and a before/after grid."""
