@@ -154,6 +154,10 @@ def run_stage_command(
                 from wgen.pdiff.stage import run_pdiff
 
                 run_pdiff(config, out, force=force)
+            elif stage == "distill":
+                from wgen.distill.stage import run_distill
+
+                run_distill(config, out, force=force)
             elif stage == "bench":
                 from wgen.bench.stage import run_bench
 
@@ -324,6 +328,25 @@ def bench(
     if generator is not None:
         overrides.append(f"bench.generator_dir={generator}")
     run_stage_command("bench", preset, overrides, out, force=force, verbose=verbose)
+
+
+@app.command()
+def distill(
+    preset: PresetOption = "demo",
+    set_: SetOption = None,
+    out: OutOption = "runs/demo",
+    target: Annotated[
+        str,
+        typer.Option("--target", help="what to distil: generator (p-diff's DDPM: not yet)"),
+    ] = "generator",
+    force: ForceOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Guided distillation (Meng et al.) of <out>/generator, trained with denoiser.cond_drop > 0:
+    a student that takes the guidance weight w, then progressive rounds down to 1 step, each a
+    Ray Train run; write <out>/distill/<round>/ generator folders. Re-run to resume."""
+    overrides = [*(set_ or []), f"distill.target={target}"]
+    run_stage_command("distill", preset, overrides, out, force=force, verbose=verbose)
 
 
 @app.command()

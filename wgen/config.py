@@ -397,6 +397,32 @@ class BenchConfig:
 
 
 @dataclass
+class DistillConfig:
+    """`wgen distill`: guided distillation (Meng et al., CVPR 2023) of a trained generator.
+
+    Stage 1: a student that takes the guidance weight w as an input learns the teacher's
+    guided x̂^w in one pass. Stage 2 (progressive distillation, Salimans & Ho): each round a
+    student with N/2 DDIM steps learns two steps of its N-step teacher, from `start_steps`
+    down to 1. Each stage and round is one Ray Train run (`train.workers` workers).
+    """
+
+    target: str = "generator"  # what is distilled: "generator" (p-diff's latent DDPM: not yet)
+    teacher_dir: str | None = None  # the guided teacher's generator folder; None = <out>/generator
+    w_min: float = 0.0  # smallest guidance weight w the students learn (0 = unguided)
+    w_max: float = 4.0  # largest w; each training sample draws w ~ U[w_min, w_max]
+    # N of the first progressive round's teacher (the w-student run with N DDIM steps), a
+    # power of two; rounds halve it down to 1 step: log2(start_steps) rounds after stage 1.
+    start_steps: int = 4
+    epochs: int = 2  # passes over the training blocks per stage / round
+    lr: float = 1e-4  # AdamW learning rate of every student (small: it starts at its teacher)
+    batch_size: int = 256  # global batch of blocks; must divide by train.workers
+    # Stage 1 also trains at what single-step generation feeds the model (pure noise at
+    # generate.single_step_t), this share of each batch; 0 = Meng et al.'s data-noised z_t only.
+    single_step_share: float = 0.5
+    bench_guidance: float = 1.0  # w of the bench's wgen-cfg method (the guided teacher)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     gan: GANConfig = field(default_factory=GANConfig)
@@ -408,6 +434,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     pdiff: PdiffConfig = field(default_factory=PdiffConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     preset: str = "demo"  # the preset these values started from (for the record)
 
     def to_dict(self) -> dict[str, Any]:
@@ -450,6 +477,7 @@ _SECTION_CLASSES: dict[str, type] = {
     "tune": TuneConfig,
     "pdiff": PdiffConfig,
     "bench": BenchConfig,
+    "distill": DistillConfig,
 }
 
 # Presets are overlays on the defaults above. `demo` is the defaults themselves.
@@ -533,6 +561,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "bench.ddim_steps": 2,
         "bench.hyper_epochs": 1,
         "bench.cpus_per_actor": 0.5,
+        "distill.start_steps": 2,
+        "distill.epochs": 1,
+        "distill.batch_size": 32,
+        "distill.lr": 1e-3,
     },
     # bench: the headline benchmark, more pairs per concept so held-out training can converge,
     # and twice the demo's collected concepts: the generator study (docs/architecture.md)
@@ -1046,6 +1078,55 @@ def validate_generate(config: Config) -> None:
     _at_least(gen, "threads", 1)
 
 
+def validate_distill(config: Config) -> None:
+    """The distillation's ranges; the teacher's folder (exists, trained with
+    denoiser.cond_drop > 0) is `wgen.distill.stage.prepare_distill`'s, also before Ray starts."""
+    dist = config.distill
+    _need(
+        dist.target == "generator",
+        "distill.target",
+        dist.target,
+        "only generator is distilled in this version (p-diff's latent DDPM is not yet)",
+    )
+    _at_least(dist, "w_min", 0, "w = 0 is the unguided model")
+    _need(
+        dist.w_min <= dist.w_max,
+        "distill.w_max",
+        dist.w_max,
+        f"must be at least distill.w_min={dist.w_min} (w ~ U[w_min, w_max])",
+    )
+    steps = dist.start_steps
+    _need(
+        steps >= 1 and steps & (steps - 1) == 0,
+        "distill.start_steps",
+        steps,
+        "must be a power of two (1, 2, 4, 8, ...): each round halves the steps down to 1",
+    )
+    _need(
+        2 * steps <= config.denoiser.train_timesteps,
+        "distill.start_steps",
+        steps,
+        f"the first round's teacher takes 2 x start_steps DDIM steps, more than "
+        f"denoiser.train_timesteps={config.denoiser.train_timesteps}",
+    )
+    _at_least(dist, "epochs", 1)
+    _positive(dist, "lr")
+    _at_least(dist, "batch_size", 1)
+    _need(
+        dist.batch_size % config.train.workers == 0,
+        "distill.batch_size",
+        dist.batch_size,
+        f"the global batch must divide by train.workers={config.train.workers}",
+    )
+    _need(
+        0.0 <= dist.single_step_share <= 1.0,
+        "distill.single_step_share",
+        dist.single_step_share,
+        "must be in [0, 1]",
+    )
+    _at_least(dist, "bench_guidance", 0)
+
+
 def validate_bench(config: Config) -> None:
     """The benchmark's methods, rule, budgets and pool; the run-folder checks (concept texts,
     generator, weights) are `wgen.bench.stage.prepare_bench`'s, also before Ray starts."""
@@ -1124,6 +1205,7 @@ _VALIDATORS = {
     "collect": validate_collect,
     "train": validate_train,
     "generate": validate_generate,
+    "distill": lambda config: (validate_generate(config), validate_distill(config)),
     "bench": lambda config: (
         validate_collect(config),
         validate_generate(config),

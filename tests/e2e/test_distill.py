@@ -1,0 +1,71 @@
+"""`wgen distill` on the tiny preset, on the shared local Ray: a guided teacher, the
+w-student and one progressive round as Ray Train runs, their generator folders loaded by
+`wgen generate --guidance`, and a second command that skips the finished rounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.e2e.weights import collect_without_ray
+from wgen.cli import app
+from wgen.config import load_config
+from wgen.core.runtime import read_json
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts, run_pairs
+from wgen.distill.stage import DISTILL_DIR, ROUNDS_FILE
+from wgen.generator.checkpoint import WeightGenerator
+from wgen.generator.fit import run_train
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+TEACHER = ["collect.max_concepts=6", "collect.max_steps=200", "denoiser.cond_drop=0.2"]
+
+
+@pytest.fixture(scope="module")
+def distilled(ray_local, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("distill_run")
+    config = load_config("tiny", TEACHER)
+    run_pairs(config, out)
+    collect_without_ray(config, out)
+    run_train(config, out)
+    result = CliRunner().invoke(app, ["distill", "--preset", "tiny", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_every_round_writes_a_generator_that_takes_w(distilled):
+    rounds = read_json(distilled / DISTILL_DIR / ROUNDS_FILE)["rounds"]
+    assert [r["round"] for r in rounds] == ["w", "steps-1"]
+    assert all(r["job_seconds"] > 0 and r["epochs_trained"] == 1 for r in rounds)
+    for name, steps in (("w", 2), ("steps-1", 1)):
+        student = WeightGenerator.load(distilled / DISTILL_DIR / name)
+        assert student.guidance_input and student.config.generate.steps == steps
+        assert student.info["distill"]["round"] == name
+    one = WeightGenerator.load(distilled / DISTILL_DIR / "steps-1")
+    assert one.config.generate.single_step_t == one.config.denoiser.train_timesteps - 1
+
+
+def test_generate_loads_a_student_with_guidance(distilled, tmp_path):
+    concept = next(c for c in load_concepts(distilled / CONCEPTS_FILE) if c.split == "heldout")
+    adapter = tmp_path / "adapter"
+    result = CliRunner().invoke(
+        app,
+        [
+            "generate", "--generator", str(distilled / DISTILL_DIR / "steps-1"),
+            "--concept", concept.text, "--out", str(adapter), "--guidance", "1.5",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "guidance w = 1.5 (w as the student's input)" in result.output
+    assert (adapter / "adapter_config.json").exists()
+
+
+def test_a_second_command_skips_the_finished_rounds(distilled):
+    before = read_json(distilled / DISTILL_DIR / ROUNDS_FILE)["rounds"]
+    result = CliRunner().invoke(app, ["distill", "--preset", "tiny", "--out", str(distilled)])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("is complete") == 2
+    after = read_json(distilled / DISTILL_DIR / ROUNDS_FILE)["rounds"]
+    assert [r["job_seconds"] for r in after] == [r["job_seconds"] for r in before]

@@ -1,0 +1,214 @@
+"""Guided distillation on tiny real denoisers: the w input, stage 1 and one progressive round,
+guided generation and a w-student's folder round trip."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from tests.models.test_weightgen import embedding, tiny_generator
+from wgen.config import DenoiserConfig
+from wgen.distill.fit import Round, student_denoiser
+from wgen.distill.targets import draw_w, progressive_loss, w_student_loss
+from wgen.generator.checkpoint import WeightGenerator
+from wgen.generator.diffusion import WeightDiffusion, guided_prediction
+from wgen.models.denoiser import build_denoiser
+
+TEXT_DIM, BLOCK, N_BLOCKS = 8, 32, 4
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def denoiser_config(timesteps: int = 1000) -> DenoiserConfig:
+    return DenoiserConfig(size="tiny", block_size=BLOCK, index_dim=8, train_timesteps=timesteps)
+
+
+def teacher(seed: int = 0, extra_cond: bool = False) -> torch.nn.Module:
+    """A tiny denoiser whose output layer is random (it starts at zero), so text, null text,
+    t and w all show in what it predicts, as in a trained one."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_denoiser(denoiser_config(), TEXT_DIM, extra_cond=extra_cond)
+        torch.nn.init.normal_(model.conv_out.weight, std=0.3)
+        torch.nn.init.normal_(model.conv_out.bias, std=0.3)
+        if extra_cond:
+            torch.nn.init.normal_(model.extra_mlp.net[-1].weight, std=0.3)
+    return model.eval()
+
+
+def batch(seed: int, size: int = 16):
+    gen = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(size, 1, BLOCK, generator=gen)
+    n = torch.randint(0, N_BLOCKS, (size,), generator=gen)
+    text = torch.randn(1, 3, TEXT_DIM, generator=gen)  # one concept's token states, shared
+    return x0, torch.ones_like(x0, dtype=torch.bool), n, text
+
+
+def train(loss_fn, student, steps: int = 60, lr: float = 3e-3) -> list[float]:
+    optimizer = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
+    gen, losses = torch.Generator().manual_seed(1), []
+    student.train()
+    for step in range(steps):
+        loss = loss_fn(student, *batch(step % 4), gen)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_the_w_embedding_changes_the_output():
+    model = teacher(extra_cond=True)
+    x0, _, n, text = batch(0)
+    t = torch.full((len(n),), 500)
+    out = {w: model(x0, t, n, text, extra_cond=torch.full((len(n),), w)) for w in (0.0, 2.0)}
+    assert (out[0.0] - out[2.0]).abs().mean() > 1e-2
+
+
+def test_a_new_student_is_its_teacher_at_every_w():
+    guided = teacher()
+    student = student_denoiser_of(guided)
+    x0, _, n, text = batch(0)
+    t = torch.full((len(n),), 300)
+    for w in (0.0, 3.0):
+        got = student(x0, t, n, text, extra_cond=torch.full((len(n),), w))
+        torch.testing.assert_close(got, guided(x0, t, n, text))
+
+
+def student_denoiser_of(model: torch.nn.Module) -> torch.nn.Module:
+    """`wgen.distill.fit.student_denoiser` on a generator-like holder of ``model``."""
+
+    class Holder:
+        denoiser, text_dim = model, TEXT_DIM
+        layout = type("Layout", (), {"n_blocks": N_BLOCKS})
+
+    return student_denoiser(Holder, _config(), Round("w", 4, progressive=False))
+
+
+def _config():
+    from wgen.config import Config
+
+    return Config(denoiser=denoiser_config())
+
+
+def w_loss(w_min: float, w_max: float, guided, diffusion):
+    def loss(student, x0, mask, n, text, gen):
+        w = draw_w(len(n), w_min, w_max, gen)
+        return w_student_loss(student, guided, diffusion, x0, mask, n, text, w, gen, 500, 0.5)
+
+    return loss
+
+
+def test_a_w_student_trained_at_w_0_matches_the_unguided_teacher():
+    diffusion = WeightDiffusion(denoiser_config())
+    guided = teacher()
+    student = student_denoiser_of(guided)
+    losses = train(w_loss(0.0, 0.0, guided, diffusion), student, steps=10)
+    assert max(losses) < 1e-10, "at w = 0 the target is the teacher's own conditional x̂"
+    student.eval()
+    x0, _, n, text = batch(7)
+    t = torch.full((len(n),), 400)
+    with torch.no_grad():
+        got = student(x0, t, n, text, extra_cond=torch.zeros(len(n)))
+        torch.testing.assert_close(got, guided(x0, t, n, text), rtol=0, atol=1e-5)
+
+
+def test_stage_1_learns_the_guided_output_in_one_pass():
+    diffusion = WeightDiffusion(denoiser_config())
+    guided = teacher()
+    student = student_denoiser_of(guided)
+    x0, _, n, text = batch(9)
+    t = torch.full((len(n),), 500)
+    alpha, sigma = diffusion.alpha_sigma(t, x0)
+    x_t = alpha * x0 + sigma * torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
+    w = torch.full((len(n),), 3.0)
+
+    def gap() -> float:
+        with torch.no_grad():
+            target = guided_prediction(guided, x_t, t, n, text, 3.0)
+            return float((student(x_t, t, n, text, extra_cond=w) - target).abs().mean())
+
+    before = gap()
+    losses = train(w_loss(0.0, 4.0, guided, diffusion), student, steps=80)
+    student.eval()
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    assert gap() < 0.8 * before, before
+
+
+def test_one_progressive_round_brings_one_step_closer_to_the_teachers_two():
+    diffusion = WeightDiffusion(denoiser_config())
+    w_teacher = teacher(seed=3, extra_cond=True)
+    student = copy.deepcopy(w_teacher)
+    student.null_text.requires_grad_(False)
+    _, _, n, text = batch(11, size=N_BLOCKS)
+    n = torch.arange(N_BLOCKS)
+    w = torch.full((N_BLOCKS,), 1.5)
+    shape = (N_BLOCKS, 1, BLOCK)
+
+    def gap() -> float:
+        student.eval()
+        gaps = []
+        for seed in range(4):
+            two = diffusion.sample_ddim(
+                w_teacher, n, text, 2, shape, torch.Generator().manual_seed(seed), extra_cond=w
+            )
+            one = diffusion.sample_ddim(
+                student, n, text, 1, shape, torch.Generator().manual_seed(seed), extra_cond=w
+            )
+            gaps.append(float((one - two).abs().mean()))
+        return float(np.mean(gaps))
+
+    def loss(model, x0, mask, n, text, gen):
+        w = draw_w(len(n), 0.0, 3.0, gen)
+        return progressive_loss(model, w_teacher, diffusion, 1, x0, mask, n, text, w, gen)
+
+    before = gap()
+    train(loss, student, steps=80)
+    after = gap()
+    assert after < 0.9 * before, (before, after)
+
+
+def test_a_w_student_folder_loads_and_generates_with_w_as_its_input(tmp_path):
+    source = tiny_generator()
+    holder = source.denoiser
+    student = student_denoiser(source, source.config, Round("w", 2, progressive=False))
+    torch.nn.init.normal_(student.extra_mlp.net[-1].weight, std=0.3)
+    made = WeightGenerator(
+        source.config, student, source.codec, source.manifest, "minilm", source.text_dim,
+        source.base,
+    )  # fmt: skip
+    assert made.guidance_input and holder is source.denoiser
+    loaded = WeightGenerator.load(made.save(tmp_path / "student"))
+    assert loaded.guidance_input
+    calls = []
+    hook = loaded.denoiser.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))
+    try:
+        at = {w: loaded.generate_from_embedding(embedding(), 1, 0, w) for w in (0.0, 2.0)}
+    finally:
+        hook.remove()
+    assert calls == [loaded.layout.n_blocks] * 2, "one pass of N blocks per step, no null half"
+    assert any(not torch.equal(at[0.0][k], at[2.0][k]) for k in at[0.0])
+
+
+def test_guided_generation_runs_both_halves_in_one_forward():
+    generator = tiny_generator()
+    calls = []
+    hook = generator.denoiser.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))
+    try:
+        plain = generator.generate_from_embedding(embedding(), 1, 0, 0.0)
+        guided = generator.generate_from_embedding(embedding(), 1, 0, 2.0)
+    finally:
+        hook.remove()
+    assert calls == [generator.layout.n_blocks, 2 * generator.layout.n_blocks]
+    assert any(not torch.equal(plain[k], guided[k]) for k in plain)
+    with pytest.raises(ValueError, match="guidance"):
+        generator.generate_from_embedding(embedding(), 1, 0, -1.0)

@@ -1,0 +1,109 @@
+"""Bad inputs to `wgen distill` and `wgen generate --guidance`: one line naming the key or
+folder, exit 2, before Ray starts; and the rounds a start step count makes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from wgen.cli import app
+from wgen.config import load_config
+from wgen.core.runtime import write_json
+from wgen.distill.fit import Round
+from wgen.distill.stage import distill_rounds, student_config
+from wgen.generator.checkpoint import FORMAT_VERSION, GENERATOR_FILES, INFO_FILE
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def first_error_line(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("error:"))
+
+
+def teacher_folder(folder: Path, cond_drop: float) -> Path:
+    """A generator folder with every file it must hold (the checks read only its config)."""
+    for name in GENERATOR_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("")
+    load_config("tiny", [f"denoiser.cond_drop={cond_drop}"]).save(folder / "config.yaml")
+    write_json(folder / INFO_FILE, {"format_version": FORMAT_VERSION})
+    return folder
+
+
+@pytest.fixture
+def no_ray():
+    import ray
+
+    was = ray.is_initialized()
+    yield
+    assert ray.is_initialized() == was, "a bad input must fail before Ray starts"
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["distill.w_min=2", "distill.w_max=1"], "distill.w_max=1.0: must be at least"),
+        (["distill.start_steps=6"], "distill.start_steps=6: must be a power of two"),
+        (["distill.start_steps=0"], "distill.start_steps=0: must be a power of two"),
+        (["distill.w_min=-1"], "distill.w_min=-1.0"),
+        (["distill.batch_size=33", "train.workers=2"], "distill.batch_size=33"),
+        (["distill.start_steps=64"], "denoiser.train_timesteps=100"),
+    ],
+)
+def test_bad_ranges_fail_in_one_line_before_ray(tmp_path, no_ray, sets, expected):
+    args = ["distill", "--preset", "tiny", "--out", str(tmp_path / "run")]
+    result = invoke(*args, *[x for s in sets for x in ("--set", s)])
+    assert result.exit_code == 2, result.output
+    assert expected in first_error_line(result.output)
+
+
+def test_a_teacher_trained_without_text_dropout_is_refused(tmp_path, no_ray):
+    out = tmp_path / "run"
+    teacher_folder(out / "generator", cond_drop=0.0)
+    result = invoke("distill", "--preset", "tiny", "--out", str(out))
+    assert result.exit_code == 2, result.output
+    line = first_error_line(result.output)
+    assert "denoiser.cond_drop=0" in line and "wgen train --set denoiser.cond_drop=0.1" in line
+
+
+def test_a_missing_teacher_names_the_folder_and_the_command(tmp_path, no_ray):
+    result = invoke("distill", "--preset", "tiny", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    line = first_error_line(result.output)
+    assert "generator" in line and "wgen train" in line
+
+
+def test_another_target_is_refused(tmp_path, no_ray):
+    result = invoke("distill", "--preset", "tiny", "--out", str(tmp_path), "--target", "pdiff")
+    assert result.exit_code == 2 and "distill.target" in first_error_line(result.output)
+
+
+@pytest.mark.parametrize("guidance", ["-1", "nan"])
+def test_generate_refuses_a_negative_guidance_weight(tmp_path, no_ray, guidance):
+    teacher = teacher_folder(tmp_path / "generator", cond_drop=0.1)
+    args = ["--generator", str(teacher), "--concept", "sepia", "--out", str(tmp_path / "a")]
+    result = invoke("generate", *args, "--guidance", guidance)
+    assert result.exit_code == 2 and "--guidance" in first_error_line(result.output)
+
+
+def test_rounds_halve_the_steps_down_to_one():
+    assert distill_rounds(4) == [
+        Round("w", 4, False),
+        Round("steps-2", 2, True),
+        Round("steps-1", 1, True),
+    ]
+    assert distill_rounds(1) == [Round("w", 1, False)]
+
+
+def test_a_one_step_student_samples_from_the_last_timestep():
+    teacher = load_config("tiny", ["denoiser.cond_drop=0.1", "generate.guidance=2"])
+    command = load_config("tiny", ["train.threads=2"])
+    one = student_config(teacher, command, Round("steps-1", 1, True))
+    assert one.generate.steps == 1 and one.generate.single_step_t == 99
+    assert one.generate.guidance == 0.0 and one.train.threads == 2
+    w = student_config(teacher, command, Round("w", 2, False))
+    assert w.generate.single_step_t == teacher.generate.single_step_t and w.generate.steps == 2
