@@ -212,3 +212,50 @@ def test_guided_generation_runs_both_halves_in_one_forward():
     assert any(not torch.equal(plain[k], guided[k]) for k in plain)
     with pytest.raises(ValueError, match="guidance"):
         generator.generate_from_embedding(embedding(), 1, 0, -1.0)
+
+
+def bench_baselines(generator: WeightGenerator, out, bench_guidance: float):
+    """The least of `Baselines` that the generated methods read: the run folder, the config
+    (distill.bench_guidance) and the checkpoints novelty is measured against."""
+    from wgen.bench.methods import Baselines
+    from wgen.generator.baselines import TrainingSet
+
+    config = copy.deepcopy(generator.config)
+    config.distill.bench_guidance = bench_guidance
+    total = sum(generator.manifest.group_lengths)
+    return Baselines(
+        config=config,
+        manifest=generator.manifest,
+        data=TrainingSet(["c0"], np.zeros((1, total), np.float32), [np.zeros((1, 4))]),
+        programs={},
+        checkpoints=np.zeros((1, total), np.float32),
+        checkpoint_concepts=["c0"],
+        encoder="minilm",
+        cache_dir=out,
+        out=out,
+    )
+
+
+def test_bench_methods_guided_and_distilled(tmp_path):
+    from wgen.bench.methods import METHODS, initial_weights
+    from wgen.core.errors import InputFileError
+
+    teacher = tiny_generator()
+    baselines = bench_baselines(teacher, tmp_path, bench_guidance=2.0)
+    assert {"wgen-cfg", "wgen-distilled-1", "wgen-distilled-4"} <= set(METHODS)
+    plain = initial_weights("wgen-1", 0, "sepia tone", None, baselines, teacher)
+    guided = initial_weights("wgen-cfg", 0, "sepia tone", None, baselines, teacher)
+    assert any(not torch.equal(plain.state[k], guided.state[k]) for k in plain.state)
+    with pytest.raises(InputFileError, match="wgen distill"):
+        initial_weights("wgen-distilled-1", 0, "sepia tone", None, baselines, teacher)
+    student = student_denoiser(teacher, teacher.config, Round("w", 4, progressive=False))
+    WeightGenerator(
+        teacher.config, student, teacher.codec, teacher.manifest, "minilm", teacher.text_dim,
+        teacher.base,
+    ).save(tmp_path / "distill" / "w")  # fmt: skip
+    for method, steps in (("wgen-distilled-4", 4), ("wgen-distilled-1", 1)):
+        init = initial_weights(method, 0, "sepia tone", None, baselines, teacher)
+        # a new w-student is its teacher at every w: the unguided teacher's LoRA
+        expected = teacher.generate("sepia tone", steps, 0)[0]
+        for key in expected:
+            torch.testing.assert_close(init.state[key], expected[key])

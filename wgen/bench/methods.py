@@ -14,14 +14,19 @@ took to make them), fine-tuned afterwards by the one training loop (`wgen.gan.tr
                   model sees, reported apart
     wgen-1        the weight generator, one direct denoising step (`WeightGenerator.generate`)
     wgen-ddim     the same, `bench.ddim_steps` DDIM steps
+    wgen-cfg      the same with classifier-free guidance at w = `distill.bench_guidance`
+                  (one step, conditional and null halves in one forward)
+    wgen-distilled-1, wgen-distilled-4
+                  the students of `wgen distill` (`<run>/distill/steps-N`, else the
+                  w-student `<run>/distill/w` at N steps) at the same w, w as their input
 
 The text baselines are fitted on exactly what the generator saw: every training concept's
-mean checkpoint and every wording of its text (own text + grammar paraphrases). Later
-issues add guided and distilled generators as more entries of `METHODS`.
+mean checkpoint and every wording of its text (own text + grammar paraphrases).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +35,7 @@ import numpy as np
 import torch
 
 from wgen.config import BenchConfig, Config, TrainConfig
-from wgen.core.errors import ConfigError
+from wgen.core.errors import ConfigError, InputFileError
 from wgen.data.concepts import Concept, paraphrases
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
 from wgen.gan.training import BaseGAN, concept_pairs
@@ -87,11 +92,24 @@ METHODS: dict[str, Method] = {
         ),
         Method("wgen-1", "weight generator, one denoising step", predicted=True),
         Method("wgen-ddim", "weight generator, a few DDIM steps", predicted=True),
+        Method("wgen-cfg", "weight generator with guidance, one step", predicted=True),
+        Method("wgen-distilled-1", "guidance-distilled student, one step", predicted=True),
+        Method("wgen-distilled-4", "guidance-distilled student, 4 DDIM steps", predicted=True),
     )
 }
 TEXT_BASELINES = ("mean", "nearest", "knn", "ridge", "hyper")  # goal (b)'s competitors
 SCRATCH_INITS = {"scratch": "pix2pix", "scratch-identity": "identity"}  # method → GAN init
-GENERATED = {"wgen-1": 1, "wgen-ddim": None}  # method → denoising steps (None = bench.ddim_steps)
+# method → denoising steps (None = bench.ddim_steps)
+GENERATED = {
+    "wgen-1": 1,
+    "wgen-ddim": None,
+    "wgen-cfg": 1,
+    "wgen-distilled-1": 1,
+    "wgen-distilled-4": 4,
+}
+GUIDED = ("wgen-cfg", "wgen-distilled-1", "wgen-distilled-4")  # at w = distill.bench_guidance
+# a student of <run>/distill (`wgen distill`), not the benched generator
+DISTILLED = ("wgen-distilled-1", "wgen-distilled-4")
 
 
 def split_flat(vector: np.ndarray, lengths: list[int]) -> list[np.ndarray]:
@@ -341,6 +359,27 @@ class Init:
     novelty: dict[str, float | str] | None = None  # predicted methods only
 
 
+@functools.lru_cache(maxsize=4)
+def distilled_student(out: Path, steps: int, fingerprint: str):
+    """The `wgen distill` student for ``steps`` steps in the run folder ``out`` (loaded once
+    per process), with its text encoder loaded before any timed generation."""
+    from wgen.distill.stage import student_folder
+    from wgen.generator.checkpoint import GeneratorFolderError, WeightGenerator
+
+    folder, _ = student_folder(out, steps)
+    try:
+        student = WeightGenerator.load(folder)
+    except GeneratorFolderError:
+        raise InputFileError(
+            folder,
+            "no distilled student here (the wgen-distilled-* methods read it)",
+            f"make it with `wgen distill --out {out}`, or leave those methods out with --methods",
+        ) from None
+    student.check_base(fingerprint)
+    student.encoder  # noqa: B018 - τ loaded outside the timed generation
+    return student
+
+
 def initial_weights(
     method: str,
     seed: int,
@@ -358,7 +397,10 @@ def initial_weights(
         if generator is None:
             raise ValueError(f"{method} needs a weight generator")
         steps = GENERATED[method] or ddim_steps
-        state, seconds = generator.generate(text, steps, seed)
+        guidance = baselines.config.distill.bench_guidance if method in GUIDED else None
+        if method in DISTILLED:
+            generator = distilled_student(baselines.out, steps, generator.fingerprint)
+        state, seconds = generator.generate(text, steps, seed, guidance)
         flat = baselines.flat(state)
     else:
         embedding = baselines.embed([text])[text]  # cached: not part of the timed work
