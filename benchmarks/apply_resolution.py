@@ -211,8 +211,10 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         summary = {
             "command": "python benchmarks/apply_resolution.py "
-            f"--run {args.run} --split {args.split} --photos {args.photos} --limit {args.limit} "
-            f"--sizes {','.join(map(str, args.sizes))}" + (" --oracle" if args.oracle else ""),
+            f"--run {args.run} --split {args.split} --photos {args.photos} "
+            + (f"--limit {args.limit} " if args.limit else "")
+            + f"--sizes {','.join(map(str, args.sizes))}"
+            + (" --oracle" if args.oracle else ""),
             "default_strategy": DEFAULT_STRATEGY,
             "wall_seconds": round(wall, 1),
             "threads": args.threads,

@@ -37,7 +37,9 @@ photo in one of these ways, each a `Strategy` in `STRATEGIES`:
 * ``"guided"``: ``"affine"`` written as the upscaled edit plus the photo's detail finer than
   the trained size, mapped through the local colour maps and scaled by a per-pixel *detail
   gain*: how much of the finest detail at the trained size the edit kept (1 for a colour
-  edit, 0 where a blur or pixelate removed it, above 1 for sharpening).
+  edit, 0 where a blur or pixelate removed it, above 1 for sharpening). Measured with the
+  demo LoRA, the gain stays near 1 on a blur: the LoRA itself keeps part of the detail at
+  32 px, and this strategy carries that error to full size.
 
 All strategies take and return uint8 (H, W, 3) images of the same size; any H, W >= 1.
 """
@@ -55,9 +57,9 @@ from torch import nn
 from wgen.gan.metrics import generate_uint8
 
 # The local colour model's window radius (low-resolution pixels) and ridges ([0, 1]² colour
-# units). Chosen among radius 1-3 and ridges 1e-5-1e-2 with the editor standing in for the
-# GAN on 24 *training* concepts, never on the held-out concepts the benchmark reports
-# (docs/results/apply/README.md): the choice moved the median L1 by under 10%.
+# units). Chosen with the editor standing in for the GAN on 24 *training* concepts, never on
+# the held-out concepts the benchmark reports (docs/results/apply/README.md): radius 1-3 and
+# ridges 1e-5 to 1e-3 moved the median L1 by under 10%, a ridge of 1e-2 made it ~20% worse.
 GUIDED_RADIUS = 2
 GUIDED_EPS = 1e-3
 DETAIL_EPS = 1e-4
