@@ -126,8 +126,9 @@ def add_metrics(runs: list[dict[str, Any]], config: Config) -> None:
     converged = {
         (r["method"], *run_key(r)): r["final"]["l1"] for r in runs if r["method"] in REFERENCES
     }
+    benched = [ref for ref in REFERENCES if any(r["method"] == ref for r in runs)]
     for r in runs:
-        targets = {ref: converged.get((ref, *run_key(r))) for ref in REFERENCES}
+        targets = {ref: converged.get((ref, *run_key(r))) for ref in benched}
         r["metrics"] = run_metrics(r, targets, config)
 
 
@@ -170,9 +171,11 @@ def summarise(runs: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[
             "at_start": sum(x["at_start"] for x in m),
             "median_time_to_target_s": med([x["time_to_target_s"] for x in m]),
             "median_steps_to_target": med([x["steps_to_target"] for x in m]),
-            "reached": {ref: sum(x["targets"][ref]["reached"] for x in m) for ref in REFERENCES},
+            "reached": {
+                ref: sum(x["targets"][ref]["reached"] for x in m) for ref in m[0]["targets"]
+            },
             "median_time_to_reference_s": {
-                ref: med([x["targets"][ref]["seconds"] for x in m]) for ref in REFERENCES
+                ref: med([x["targets"][ref]["seconds"] for x in m]) for ref in m[0]["targets"]
             },
             "median_quality_step0": med([x["quality_step0"] for x in m]),
             "median_quality_at": {b: med([x["budgets"][b] for x in m]) for b in m[0]["budgets"]},
@@ -413,7 +416,7 @@ def headline_table(summary: dict[str, dict[str, Any]], ratios: dict[str, Any]) -
         rows.append(
             f"| {name} | {converge} | {_fmt(s['median_final_quality'])} "
             f"| {_reached(s, 'scratch') if 'scratch' in s['reached'] else 'n/a'} "
-            f"| {_reached(s, 'lora-zero')} "
+            f"| {_reached(s, 'lora-zero') if 'lora-zero' in s['reached'] else 'n/a'} "
             f"| {_ratio(r.get('scratch_converge'))} | {_ratio(r.get('lora-zero_converge'))} "
             f"| {_ratio(q_zero)} |"
         )
