@@ -4,32 +4,42 @@ w-student and one progressive round as Ray Train runs, their generator folders l
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.e2e.interrupt import interrupt_wgen
 from tests.e2e.weights import collect_without_ray
 from wgen.cli import app
 from wgen.config import load_config
+from wgen.core.runfolder import LOCK_FILE
 from wgen.core.runtime import read_json
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, run_pairs
 from wgen.distill.stage import DISTILL_DIR, ROUNDS_FILE
 from wgen.generator.checkpoint import WeightGenerator
 from wgen.generator.fit import run_train
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]  # a loaded 2-core machine: 580 s seen
 
 TEACHER = ["collect.max_concepts=6", "collect.max_steps=200", "denoiser.cond_drop=0.2"]
 
 
 @pytest.fixture(scope="module")
-def distilled(ray_local, tmp_path_factory) -> Path:
+def teacher_run(ray_local, tmp_path_factory) -> Path:
+    """A run folder with a guided teacher (text dropout 0.2) of the tiny preset."""
     out = tmp_path_factory.mktemp("distill_run")
     config = load_config("tiny", TEACHER)
     run_pairs(config, out)
     collect_without_ray(config, out)
     run_train(config, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def distilled(teacher_run) -> Path:
+    out = teacher_run
     result = CliRunner().invoke(app, ["distill", "--preset", "tiny", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
@@ -69,3 +79,20 @@ def test_a_second_command_skips_the_finished_rounds(distilled):
     assert result.output.count("is complete") == 2
     after = read_json(distilled / DISTILL_DIR / ROUNDS_FILE)["rounds"]
     assert [r["job_seconds"] for r in after] == [r["job_seconds"] for r in before]
+
+
+def test_ctrl_c_keeps_the_round_and_the_next_command_resumes_it(ray_local, teacher_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(teacher_run, out, ignore=shutil.ignore_patterns(DISTILL_DIR))
+    args = ["distill", "--preset", "tiny", "--out", str(out)]
+    code, output = interrupt_wgen(
+        [*args, "--set", "distill.epochs=50"], ray_local, lambda line: "epoch 1/50" in line, 180
+    )  # after the first epoch: a checkpoint to resume from exists
+    assert code == 130, output[-3000:]
+    assert "interrupted; finished stages are kept, re-run the same command to resume" in output
+    assert not (out / DISTILL_DIR / "w").exists() and not (out / LOCK_FILE).exists()
+    result = CliRunner().invoke(app, [*args, "--set", "distill.epochs=2"])
+    assert result.exit_code == 0, result.output
+    assert "distill w: epoch 2/2" in result.output and "distill w: epoch 1/2" not in result.output
+    student = WeightGenerator.load(out / DISTILL_DIR / "w")
+    assert [m["epoch"] for m in student.info["history"]] == [1, 2]
