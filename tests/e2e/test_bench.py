@@ -230,7 +230,11 @@ def test_finetune_writes_an_adapter_of_the_base_gan_and_prints_its_curve(run_fol
     ]
     assert "LoRA generated for 'make it sepia-toned'" in lines[0]
     assert any("step     0" in line and "held-back L1" in line for line in lines)
-    assert "converged at step" in lines[-1] or "stopped without converging" in lines[-1]
+    # the verdict, then the line that says where the full-size preview of the photos went
+    assert any(
+        "converged at step" in line or "stopped without converging" in line for line in lines
+    )
+    assert "edited at their own size" in lines[-1]
     base = BaseGAN.load(run_folder / BASE_DIR)
     load_adapter(base.build_generator(), adapter, base.fingerprint)  # a peft adapter of it
 
