@@ -590,15 +590,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # left out of the preset's bench to keep the pipeline near 75 minutes on 2 cores;
         # --methods adds them back.
         "bench.methods": [
-            "scratch",
-            "lora-zero",
-            "mean",
-            "nearest",
-            "knn",
-            "ridge",
-            "hyper",
-            "nearest-edit",
-            "wgen-1",
+            m for m in BenchConfig().methods if m not in ("scratch-identity", "wgen-ddim")
         ],
         "train.epochs": 60,
     },
