@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.e2e.interrupt import interrupt_wgen
+from tests.e2e.trainrun import registered_epoch
 from tests.e2e.weights import collect_without_ray
 from wgen.cli import app
 from wgen.config import load_config
@@ -86,13 +87,22 @@ def test_ctrl_c_keeps_the_round_and_the_next_command_resumes_it(ray_local, teach
     shutil.copytree(teacher_run, out, ignore=shutil.ignore_patterns(DISTILL_DIR))
     args = ["distill", "--preset", "tiny", "--out", str(out)]
     code, output = interrupt_wgen(
-        [*args, "--set", "distill.epochs=50"], ray_local, lambda line: "epoch 1/50" in line, 180
-    )  # after the first epoch: a checkpoint to resume from exists
+        [*args, "--set", "distill.epochs=50"], ray_local, lambda line: "epoch 3/50" in line, 180
+    )  # epochs 1-2 reported: the controller has registered a checkpoint to resume from
     assert code == 130, output[-3000:]
     assert "interrupted; finished stages are kept, re-run the same command to resume" in output
     assert not (out / DISTILL_DIR / "w").exists() and not (out / LOCK_FILE).exists()
-    result = CliRunner().invoke(app, [*args, "--set", "distill.epochs=2"])
+    run_dir = next((out / DISTILL_DIR / "ray_results").glob("distill-w-*"))
+    resumed = registered_epoch(run_dir)
+    assert resumed >= 1
+    kept = {
+        read_json(c / "generator.json")["info"]["epoch"]: c
+        for c in run_dir.glob("checkpoint_*")
+        if c.is_dir()
+    }
+    before = read_json(kept[resumed] / "generator.json")["info"]["history"]
+    result = CliRunner().invoke(app, [*args, "--set", f"distill.epochs={resumed + 1}"])
     assert result.exit_code == 0, result.output
-    assert "distill w: epoch 2/2" in result.output and "distill w: epoch 1/2" not in result.output
-    student = WeightGenerator.load(out / DISTILL_DIR / "w")
-    assert [m["epoch"] for m in student.info["history"]] == [1, 2]
+    history = WeightGenerator.load(out / DISTILL_DIR / "w").info["history"]
+    assert [m["epoch"] for m in history] == list(range(1, resumed + 2))
+    assert history[:resumed] == before[:resumed], "the epochs before were resumed, not retrained"

@@ -127,8 +127,9 @@ def student_config(teacher: Config, config: Config, round_: Round) -> Config:
 
 
 def round_name(teacher_run: str, config: Config, round_: Round) -> str:
-    """The Ray Train run name of a round: its teacher's run and the settings that shape the
-    student (not the epochs: more epochs continue the same run)."""
+    """The Ray Train run name of a round: its teacher's run (the generator's, or the round
+    before) and the settings that shape the student (not the epochs: more epochs continue
+    the same run)."""
     dist = dataclasses.asdict(config.distill)
     for key in ("epochs", "bench_guidance", "teacher_dir"):
         dist.pop(key)
@@ -202,8 +203,8 @@ def run_distill(config: Config, out: Path, force: bool = False) -> dict[str, Any
                 f"val {metrics.get('val_loss', math.nan):.5f})"
             )
         records.append({**record, "run_name": name, **_summary(info)})
-        teacher = target  # the next round distils this one
-    write_json(folder / ROUNDS_FILE, {"rounds": records})
+        write_json(folder / ROUNDS_FILE, {"rounds": records})  # each round's time, as it ends
+        teacher, teacher_run = target, name  # the next round distils this one
     return {"rounds": records}
 
 
