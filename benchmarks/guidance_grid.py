@@ -1,8 +1,8 @@
 """Zero-shot quality and latency of guided and distilled generators (issue 28's tables).
 
-For every validation and held-out concept of a run folder with its own collected LoRA, the
-base GAN is loaded with a generated LoRA and scored on the concept's held-back pairs (paired
-L1 on [0, 1], lower is better), as `generator_quality.py` scores (its helpers are reused):
+For every validation and held-out concept of a run folder, the base GAN is loaded with a
+generated LoRA and scored on the concept's held-back pairs (paired L1 on [0, 1], lower is
+better), as `generator_quality.py` scores (its helpers are reused):
 
     teacher       the guided generator (trained with denoiser.cond_drop > 0) at every
                   w × steps of the grid: 1 = the direct single step, more = DDIM; two halves
@@ -11,9 +11,10 @@ L1 on [0, 1], lower is better), as `generator_quality.py` scores (its helpers ar
                   same grid, each progressive student at its own steps; w is its input
     mean, ridge   the mean training checkpoint and the linear text → weights map, for the gap
 
-"gap" = (L1_mean − L1) / (L1_mean − L1_own) over the concepts. Latency: text → LoRA
-(embedding + denoising + un-chunk), 1 thread, median of --repeats; "rows" = block rows
-through the denoiser per LoRA (N per step, 2N per guided teacher step).
+"gap" = (L1_mean − L1) / (L1_mean − L1_own) over the concepts with an own LoRA (held-out
+ones only where collected: collect.heldout_concepts); the L1 is over every concept.
+Latency: text → LoRA (embedding + denoising + un-chunk), 1 thread, median of --repeats;
+"rows" = block rows through the denoiser per LoRA (N per step, 2N per guided teacher step).
 
     .venv/bin/python benchmarks/guidance_grid.py --out runs/demo28 \\
         --json docs/results/distill/grid.json
@@ -88,7 +89,6 @@ def main() -> None:
     programs = {c.id: c for c in load_concepts(args.out / CONCEPTS_FILE)}
     eval_ids = sorted(c.id for c in programs.values() if c.split in ("val", "heldout"))
     own = own_loras(store.read(), eval_ids, len(lengths))
-    eval_ids = [c for c in eval_ids if c in own]
     evals = concept_evals(
         args.out, eval_ids, config, build_feature_extractor(config.collect.feature_extractor)
     )
@@ -96,11 +96,10 @@ def main() -> None:
     rows = []
     for i, e in enumerate(evals):
         split = programs[e.concept_id].split
-        scores = {
-            ("own", 0, 0.0): score_lora(
-                base, config, baselines.state(own[e.concept_id]), e.evaluate
-            )
-        }
+        scores = {}
+        if e.concept_id in own:
+            state = baselines.state(own[e.concept_id])
+            scores[("own", 0, 0.0)] = score_lora(base, config, state, e.evaluate)
         for method in ("mean", "ridge"):
             flat = baselines.predict(method, pooled[e.text], None)
             scores[(method, 0, 0.0)] = score_lora(base, config, baselines.state(flat), e.evaluate)
@@ -135,12 +134,17 @@ def main() -> None:
             m: part[part["model"] == m].set_index("concept_id")["l1"]
             for m in ("mean", "own", "ridge")
         }
+        with_own = ref["own"].index  # the gap's concepts; the L1 is over every concept
         for (name, steps, w), group in part.groupby(["model", "steps", "w"]):
             l1 = group.set_index("concept_id")["l1"].reindex(ref["mean"].index)
+            gap = np.nan
+            if len(with_own):
+                columns = (ref["mean"], l1, ref["own"])
+                gap = gap_closed(*(c.reindex(with_own).to_numpy() for c in columns))
             summary.append(
                 {"split": split, "model": name, "steps": int(steps), "w": float(w),
                  "l1": float(l1.mean()), "concepts": int(l1.notna().sum()),
-                 "gap": gap_closed(ref["mean"].to_numpy(), l1.to_numpy(), ref["own"].to_numpy())}
+                 "gap": gap, "gap_concepts": len(with_own)}
             )  # fmt: skip
     summary = pd.DataFrame(summary)
     pd.set_option("display.width", 220)
