@@ -39,6 +39,7 @@ from wgen.bench.methods import (
 )
 from wgen.config import Config
 from wgen.core.errors import ConfigError, InputFileError, Interrupted, RunFolderError
+from wgen.core.integrity import verify_inputs
 from wgen.core.runfolder import (
     fingerprint,
     mismatch_message,
@@ -215,6 +216,8 @@ def prepare_bench(
             f"bench needs the collected weights in {out / 'weights'} and the base GAN in "
             f"{out / BASE_DIR}; make them with `wgen collect {hint}`"
         )
+    # every file the bench reads is the one its stage wrote (size, format, checksum)
+    verify_inputs(out, "bench", hint)
     record = weights.get("record")
     if record is not None and not record_matches(record, config, "collect"):
         raise RunFolderError(
@@ -335,22 +338,21 @@ def choose_concepts(
 
 
 def heldout_mix(heldout: list[Concept], count: int | None) -> list[Concept]:
-    """``count`` held-out concepts, half unseen combinations and half unseen wordings (the
-    first of each kind by id, alternating; the other kind fills in where one runs out), so
-    a bench of a few concepts tests both kinds of generalisation; None = all."""
-    heldout = sorted(heldout, key=lambda c: c.id)
-    if count is None or count >= len(heldout):
-        return heldout
+    """``count`` held-out concepts (None = all), half unseen combinations and half unseen
+    wordings: the first of each kind by id, in alternating order (the other kind fills in
+    where one runs out). The bench runs concepts in this order, so a bench cut short has
+    measured both kinds of generalisation alike."""
     kinds: dict[str, list[Concept]] = {}
-    for concept in heldout:
+    for concept in sorted(heldout, key=lambda c: c.id):
         kinds.setdefault(concept.kind, []).append(concept)
     queues = [list(v) for _, v in sorted(kinds.items())]
+    count = len(heldout) if count is None else min(count, len(heldout))
     chosen: list[Concept] = []
     while len(chosen) < count:
         for queue in queues:
             if queue and len(chosen) < count:
                 chosen.append(queue.pop(0))
-    return sorted(chosen, key=lambda c: c.id)
+    return chosen
 
 
 def split_word(split: str) -> str:
