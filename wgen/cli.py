@@ -70,7 +70,7 @@ StrategyOption = Annotated[
     str,
     typer.Option(
         "--strategy",
-        help="how the edit reaches full size: bands (default) | guided | affine | residual | "
+        help="how the edit reaches full size: guided (default) | bands | affine | residual | "
         "fullres | tiles | upscaled; measured in docs/results/apply/README.md",
     ),
 ]
@@ -357,7 +357,7 @@ def finetune(
     out: AdapterOutOption,
     force: ReplaceOption = False,
     max_side: MaxSideOption = 1024,
-    strategy: StrategyOption = "bands",
+    strategy: StrategyOption = "guided",  # wgen.gan.fullsize.DEFAULT_STRATEGY (torch-free import here)
 ) -> None:
     """Generate a LoRA for a new concept, then fine-tune it on pairs made from your photos
     until converged; prints the held-back quality against time and writes the adapter, with
@@ -510,7 +510,7 @@ def apply(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
     max_side: MaxSideOption = 1024,
-    strategy: StrategyOption = "bands",
+    strategy: StrategyOption = "guided",  # wgen.gan.fullsize.DEFAULT_STRATEGY (torch-free import here)
 ) -> None:
     """Edit your own photos with an adapter, each at its own size and aspect ratio (long side
     at most --max-side): writes <out>/<name>.png and a before/after grid."""
