@@ -171,6 +171,21 @@ def submit(address: str, env: dict, stage: str, out: Path, submission_id: str):
     )
 
 
+def submit_when_an_agent_is_up(
+    address: str, env: dict, stage: str, out: Path, submission_id: str, timeout: float = 180
+):
+    """`submit`, again while the head answers that no job agent has registered yet: the job
+    server is up before the node's agent, and on a busy machine the agent takes a while
+    (Ray's own answer is "No available agent to submit job, please try again later")."""
+    deadline = time.time() + timeout
+    while True:
+        submitted = submit(address, env, stage, out, submission_id)
+        busy = "No available agent" in submitted.stderr + submitted.stdout
+        if submitted.returncode == 0 or not busy or time.time() > deadline:
+            return submitted
+        time.sleep(2)
+
+
 def wait_for(address: str, token: str, submission_id: str, timeout: float) -> dict:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -206,7 +221,7 @@ def test_stages_as_token_authenticated_jobs(token_head, tmp_path):
     authorised = {**client_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     for stage in ("pairs", "collect"):
         start = time.time()
-        submitted = submit(address, authorised, stage, out, f"wgen-{stage}")
+        submitted = submit_when_an_agent_is_up(address, authorised, stage, out, f"wgen-{stage}")
         assert submitted.returncode == 0, submitted.stderr[-3000:]
         result = wait_for(address, token, f"wgen-{stage}", timeout=1200)
         timings[stage] = round(time.time() - start, 1)
