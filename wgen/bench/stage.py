@@ -41,6 +41,7 @@ from wgen.config import Config
 from wgen.core.errors import ConfigError, InputFileError, Interrupted, RunFolderError
 from wgen.core.integrity import verify_inputs
 from wgen.core.runfolder import (
+    command_args,
     fingerprint,
     mismatch_message,
     read_success,
@@ -204,8 +205,7 @@ def prepare_bench(
     """Check every input of the bench; raise a one-line `WgenError` on the first problem."""
     out = Path(out)
     # the hint names the command that makes a missing input: the bench's own flags are not its
-    sets = "".join(f" --set {item}" for item in overrides if not item.startswith("bench."))
-    hint = f"--preset {config.preset}{sets} --out {out}"
+    hint = command_args(config, out, [item for item in overrides if not item.startswith("bench.")])
     if not pairs_done(out):
         raise RunFolderError(
             f"bench needs the image pairs in {out / 'pairs'}; make them with `wgen pairs {hint}`"
