@@ -54,8 +54,12 @@ def check_job_out(argv: list[str], in_job: bool) -> str | None:
 
 
 def run_stage(stage: str) -> None:
+    """Run the `wgen <stage>` command of a stage in `wgen.core.stages.STAGES`."""
     from wgen.cli import app
+    from wgen.core.stages import STAGES
 
+    if stage not in STAGES:
+        raise ValueError(f"{stage!r} is no stage of wgen.core.stages.STAGES: {', '.join(STAGES)}")
     argv = sys.argv[1:]
     problem = check_job_out(argv, in_job=JOB_ENV in os.environ)
     if problem is not None:

@@ -19,8 +19,9 @@ from typing import Annotated
 
 import typer
 
-from wgen.config import Config, load_config, validate_stage
+from wgen.config import Config, load_config
 from wgen.core.errors import ConfigError, InputFileError, Interrupted, OutputError, WgenError
+from wgen.core.stages import STAGES, validate_stage
 
 app = typer.Typer(
     add_completion=False,
@@ -121,11 +122,11 @@ def run_stage_command(
     retry: bool = False,
     verbose: bool = False,
 ) -> None:
-    """What ``wgen pairs | collect | train | tune | pdiff | demo`` share: validate before Ray starts, check
-    the run folder, hold its lock, run."""
+    """What every stage command (`wgen.core.stages.STAGES`) shares: validate before Ray starts,
+    check the run folder, hold its lock, run the stage's entry function."""
     from wgen.core.runfolder import check_out_folder, run_lock
     from wgen.core.storage import RunStorage
-    from wgen.pipeline import STAGE_PULLS, run_demo, run_stage, synced
+    from wgen.pipeline import run_stage, synced
 
     with reported():
         set_verbose(verbose)
@@ -134,39 +135,22 @@ def run_stage_command(
         # never one relative to its own working directory (a job's is a temporary copy). A URI
         # is opened and written to once now, so a bad one fails before Ray starts.
         storage = RunStorage.resolve(out, check=False)
-        if storage.remote and stage not in STAGE_PULLS:
+        if storage.remote and STAGES[stage].pulls is None:
+            remote = [name for name, spec in STAGES.items() if spec.pulls is not None]
             raise OutputError(
                 f"--out {storage}: `wgen {stage}` runs on a local or shared folder only; URIs "
-                f"work with {', '.join(STAGE_PULLS)} (run those stages one by one)"
+                f"work with {', '.join(remote)} (run those stages one by one)"
             )
         if storage.remote:
             storage.check_writable()
         out = storage.local
         check_out_folder(out)
+        options = {"force": force, "retry": retry, "overrides": overrides, "storage": storage}
         with run_lock(out), synced(storage, stage):
-            if stage == "demo":
-                run_demo(config, out, force=force, overrides=overrides)
-            elif stage == "tune":
-                from wgen.tune.search import run_tune
-
-                run_tune(config, out, overrides=overrides, force=force)
-            elif stage == "pdiff":
-                from wgen.pdiff.stage import run_pdiff
-
-                run_pdiff(config, out, force=force)
-            elif stage == "distill":
-                from wgen.distill.stage import run_distill
-
-                run_distill(config, out, force=force)
-            elif stage == "bench":
-                from wgen.bench.stage import run_bench
-
-                run_bench(config, out, force=force, overrides=overrides, storage=storage)
+            if STAGES[stage].recorded:
+                run_stage(stage, config, out, **options)
             else:
-                run_stage(
-                    stage, config, out, force=force, retry=retry, overrides=overrides,
-                    storage=storage,
-                )  # fmt: skip
+                STAGES[stage].run(config, out, **options)
 
 
 @app.command()

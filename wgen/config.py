@@ -9,8 +9,6 @@ top of the preset. Workers receive ``Config.to_dict()`` and rebuild the dataclas
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ import yaml
 
 from wgen.core.errors import ConfigError
 
-__all__ = ["PRESETS", "Config", "ConfigError", "load_config", "validate_stage"]
+__all__ = ["PRESETS", "Config", "ConfigError", "load_config"]
 
 
 @dataclass
@@ -638,29 +636,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Fields added after runs and searches were recorded, with the value that means "off" (the
-# behaviour before they existed). Digests that name a run or a search leave such a field out
-# while it is off, so an existing run folder keeps resuming after an upgrade of wgen.
-LATER_FIELDS_OFF: dict[tuple[str, str], Any] = {
-    ("collect", "restore_best"): False,
-    ("collect", "gain_fraction"): 0.1,
-    ("denoiser", "block_readout"): 0,
-    ("train", "lr_schedule"): "constant",
-    ("train", "max_train_concepts"): None,
-    ("train", "export"): "last",
-}
-
-
-def without_later_fields_off(values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``values`` ({section: {key: value}}, as `Config.to_dict`) without the
-    `LATER_FIELDS_OFF` entries that are at their off value."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
-    for (section, key), off in LATER_FIELDS_OFF.items():
-        if isinstance(out.get(section), dict) and out[section].get(key, off) == off:
-            out[section].pop(key, None)
-    return out
-
-
 def _check_keys(section: str, section_cls: type, values: dict[str, Any]) -> None:
     valid = {f.name for f in dataclasses.fields(section_cls)}
     unknown = set(values) - valid
@@ -793,427 +768,26 @@ def load_config(preset: str = "demo", overrides: list[str] | None = None) -> Con
 
 
 # ---------------------------------------------------------------------------------------
-# Validation: every value a stage will use, checked before Ray starts
+# Checks of values, for each stage's own validation (`wgen.core.stages`)
 # ---------------------------------------------------------------------------------------
-# The registries (GAN sizes, editors, feature extractors, ...) live with their stages; they
-# are imported inside the functions so that importing the config stays light and the layers
-# below (data, gan, models) can keep importing it.
-
-STAGES = ("pairs", "collect", "train", "generate")
 
 
-def _need(ok: bool, key: str, value: Any, what: str) -> None:
+def need(ok: bool, key: str, value: Any, what: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r}: {what}")
 
 
-def _at_least(section: Any, name: str, low: float, why: str = "") -> None:
+def at_least(section: Any, name: str, low: float, why: str = "") -> None:
     value = getattr(section, name)
     key = f"{_section_name(section)}.{name}"
-    _need(value >= low, key, value, f"must be at least {low}" + (f" ({why})" if why else ""))
+    need(value >= low, key, value, f"must be at least {low}" + (f" ({why})" if why else ""))
 
 
-def _positive(section: Any, name: str, why: str = "") -> None:
+def positive(section: Any, name: str, why: str = "") -> None:
     value = getattr(section, name)
     key = f"{_section_name(section)}.{name}"
-    _need(value > 0, key, value, "must be more than 0" + (f" ({why})" if why else ""))
+    need(value > 0, key, value, "must be more than 0" + (f" ({why})" if why else ""))
 
 
 def _section_name(section: Any) -> str:
     return next(name for name, cls in _SECTION_CLASSES.items() if isinstance(section, cls))
-
-
-def validate_pairs(config: Config) -> None:
-    """The concept → image-pair stage: counts, editor and its model folder, the photos."""
-    from wgen.data.concepts import make_concepts
-    from wgen.data.editors import EDITORS
-
-    data = config.data
-    _at_least(data, "seed", 0)
-    _at_least(data, "image_size", 8, "side of the square crops, pixels")
-    _at_least(data, "n_train_concepts", 1)
-    _at_least(data, "pairs_per_concept", 1)
-    _at_least(data, "crops_per_photo", 1)
-    _at_least(data, "editor_actors", 1, "Ray actors editing images side by side")
-    _positive(data, "editor_cpus", "logical CPUs per editor actor; fractions are fine")
-    _at_least(data, "editor_gpus", 0)
-    _at_least(data, "editor_batch_size", 1)
-    _at_least(data, "editor_max_batch", 1)
-    _at_least(data, "editor_steps", 1)
-    _at_least(data, "rows_per_shard", 1)
-    _need(
-        data.editor in EDITORS, "data.editor", data.editor, f"valid editors: {', '.join(EDITORS)}"
-    )
-    if data.editor == "instruct-pix2pix":
-        from wgen.data.editors.instruct_pix2pix import check_model_dir
-
-        _need(
-            bool(data.editor_model_dir),
-            "data.editor_model_dir",
-            data.editor_model_dir,
-            "data.editor=instruct-pix2pix needs a local diffusers InstructPix2Pix folder "
-            "(nothing is downloaded at run time)",
-        )
-        try:
-            check_model_dir(data.editor_model_dir)
-        except FileNotFoundError as err:
-            raise ConfigError(f"data.editor_model_dir: {err}") from None
-    try:
-        make_concepts(data)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    n_crops = data.crops_per_photo * _count_photos(config)
-    _need(
-        data.pairs_per_concept <= n_crops,
-        "data.pairs_per_concept",
-        data.pairs_per_concept,
-        f"more than the {n_crops} crops in the pool; raise data.crops_per_photo",
-    )
-
-
-def _count_photos(config: Config) -> int:
-    from wgen.data.images import load_photos
-
-    if not config.data.images_dir:
-        return _count_builtin_photos()
-    try:
-        return len(load_photos(config.data))
-    except ValueError as err:
-        raise ConfigError(f"data.images_dir: {err}") from None
-
-
-@functools.cache
-def _count_builtin_photos() -> int:
-    """The photographs shipped in scikit-image / scikit-learn do not change within a process."""
-    from wgen.data.images import builtin_photos
-
-    count = len(builtin_photos())
-    if not count:
-        raise ConfigError(
-            "data.images_dir: no built-in photographs found in scikit-image / scikit-learn; "
-            "set it to a folder of JPEG or PNG photos"
-        )
-    return count
-
-
-def validate_collect(config: Config) -> None:
-    """Base GAN, LoRA and the per-concept training: sizes that agree, counts >= 1, the
-    feature extractor and its weights."""
-    from wgen.gan.metrics import EXTRACTOR_NAMES, _missing_inception_message, inception_weights_path
-    from wgen.models.gan import GAN_SIZES
-
-    gan, lora, collect, data = config.gan, config.lora, config.collect, config.data
-    _need(gan.size in GAN_SIZES, "gan.size", gan.size, f"valid sizes: {', '.join(GAN_SIZES)}")
-    factor = 2 ** max(GAN_SIZES[gan.size].n_down, GAN_SIZES[gan.size].disc_layers)
-    _need(
-        data.image_size % factor == 0,
-        "data.image_size",
-        data.image_size,
-        f"gan.size={gan.size} halves the image {int(math.log2(factor))} times: "
-        f"use a multiple of {factor}",
-    )
-    # The paper-sized GAN (the cluster preset's) is built for its own crop size: its widths,
-    # depth and bottleneck attention assume 256 px, and on smaller crops it is a slow, badly
-    # sized model; larger ones make the attention's cost grow with the square of the tokens.
-    made_for = GAN_SIZES[gan.size].image_size
-    _need(
-        gan.size != "cluster" or data.image_size == made_for,
-        "data.image_size",
-        data.image_size,
-        f"gan.size=cluster is the paper-sized GAN built for {made_for} px crops: set "
-        f"data.image_size={made_for}, or a smaller gan.size (demo: 32 px, tiny: 16 px)",
-    )
-    _at_least(gan, "batch_size", 1)
-    _positive(gan, "lr")
-    _at_least(gan, "lambda_l1", 0)
-    _at_least(gan, "base_steps", 1)
-    _at_least(gan, "threads", 1)
-    if gan.base_concepts is not None:
-        _at_least(gan, "base_concepts", 1, "or none for all training concepts")
-    _at_least(lora, "rank", 1)
-    _positive(lora, "alpha")
-    _positive(lora, "lr")
-    if collect.max_concepts is not None:
-        _at_least(collect, "max_concepts", 1, "or none for every train and validation concept")
-    for name in ("eval_every", "patience", "smooth", "k_checkpoints", "checkpoint_every"):
-        _at_least(collect, name, 1)
-    _at_least(collect, "actors", 1, "Ray actors training concepts side by side")
-    _positive(collect, "cpus_per_actor", "logical CPUs per actor; fractions are fine")
-    _at_least(collect, "gpus_per_actor", 0)
-    _at_least(collect, "max_retries", 0)
-    _at_least(collect, "tolerance", 0)
-    _at_least(collect, "min_delta", 0)
-    _at_least(collect, "gain_fraction", 0, "0 = no margin from the gain since the start")
-    _need(
-        collect.max_steps >= collect.eval_every,
-        "collect.max_steps",
-        collect.max_steps,
-        f"must be at least collect.eval_every={collect.eval_every}, or nothing is ever evaluated",
-    )
-    _need(
-        1 <= collect.eval_pairs < data.pairs_per_concept,
-        "collect.eval_pairs",
-        collect.eval_pairs,
-        f"must be at least 1 and leave training pairs: less than data.pairs_per_concept="
-        f"{data.pairs_per_concept}",
-    )
-    _need(
-        0.0 <= collect.min_converged <= 1.0,
-        "collect.min_converged",
-        collect.min_converged,
-        "a fraction of the selected concepts, from 0 to 1",
-    )
-    _need(
-        collect.feature_extractor in EXTRACTOR_NAMES,
-        "collect.feature_extractor",
-        collect.feature_extractor,
-        f"valid: {', '.join(EXTRACTOR_NAMES)}",
-    )
-    if collect.feature_extractor == "inception" and inception_weights_path() is None:
-        raise ConfigError(f"collect.feature_extractor=inception: {_missing_inception_message()}")
-
-
-def validate_train(config: Config) -> None:
-    """The denoiser and its Ray Train fit."""
-    from wgen.generator.diffusion import PREDICTION_TYPES
-    from wgen.models.denoiser import DENOISER_SIZES
-
-    den, train = config.denoiser, config.train
-    _need(
-        den.size in DENOISER_SIZES,
-        "denoiser.size",
-        den.size,
-        f"valid sizes: {', '.join(DENOISER_SIZES)}",
-    )
-    _at_least(den, "block_size", 1)
-    _at_least(den, "index_dim", 2)
-    _at_least(den, "block_readout", 0, "0 = off")
-    _at_least(den, "train_timesteps", 2)
-    _need(
-        den.prediction in PREDICTION_TYPES,
-        "denoiser.prediction",
-        den.prediction,
-        f"valid: {', '.join(PREDICTION_TYPES)}",
-    )
-    beta_schedules = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
-    _need(
-        den.beta_schedule in beta_schedules,
-        "denoiser.beta_schedule",
-        den.beta_schedule,
-        f"valid: {', '.join(beta_schedules)}",
-    )
-    _need(0.0 <= den.cond_drop < 1.0, "denoiser.cond_drop", den.cond_drop, "must be in [0, 1)")
-    _at_least(train, "workers", 1)
-    _positive(train, "cpus_per_worker")
-    for resource, amount in train.worker_resources.items():
-        _need(
-            resource not in ("CPU", "GPU"),
-            "train.worker_resources",
-            train.worker_resources,
-            f"{resource} has its own field: train.cpus_per_worker or train.use_gpu",
-        )
-        _need(
-            isinstance(amount, (int, float)) and not isinstance(amount, bool) and amount > 0,
-            "train.worker_resources",
-            train.worker_resources,
-            f"the amount of {resource} must be a number more than 0, e.g. {{{resource}: 1}}",
-        )
-    _at_least(train, "epochs", 1)
-    _at_least(train, "batch_size", 1)
-    _need(
-        train.batch_size % train.workers == 0,
-        "train.batch_size",
-        train.batch_size,
-        f"the global batch must divide by train.workers={train.workers}",
-    )
-    _positive(train, "lr")
-    _at_least(train, "weight_decay", 0)
-    _at_least(train, "quality_every", 0)
-    _at_least(train, "max_failures", 0)
-    _at_least(train, "threads", 1)
-    _at_least(train, "shuffle_buffer", 0)
-    if train.max_train_concepts is not None:
-        _at_least(train, "max_train_concepts", 1, "or none for every collected concept")
-    from wgen.generator.schedule import EXPORTS, LR_SCHEDULES
-
-    _need(
-        train.lr_schedule in LR_SCHEDULES,
-        "train.lr_schedule",
-        train.lr_schedule,
-        f"valid: {', '.join(LR_SCHEDULES)}",
-    )
-    _need(
-        train.export in EXPORTS,
-        "train.export",
-        train.export,
-        f"valid: {', '.join(EXPORTS)} (best needs train.quality_every > 0 to choose among epochs)",
-    )
-    encoder = train.text_encoder
-    looks_like_path = encoder.startswith(("/", ".", "~")) or Path(encoder).expanduser().exists()
-    if encoder != "minilm" and looks_like_path:
-        _need(
-            Path(encoder).expanduser().is_dir(),
-            "train.text_encoder",
-            encoder,
-            "not a folder: use minilm (offline, packaged), a local sentence-transformers folder "
-            "or a local CLIP folder",
-        )
-    validate_generate(config)
-
-
-def validate_generate(config: Config) -> None:
-    gen = config.generate
-    _at_least(gen, "steps", 1, "1 = the single direct step, more = DDIM steps")
-    _need(
-        1 <= gen.single_step_t < config.denoiser.train_timesteps,
-        "generate.single_step_t",
-        gen.single_step_t,
-        f"must be between 1 and denoiser.train_timesteps-1={config.denoiser.train_timesteps - 1}",
-    )
-    _at_least(gen, "guidance", 0)
-    _at_least(gen, "threads", 1)
-
-
-def validate_distill(config: Config) -> None:
-    """The distillation's ranges; the teacher's folder (exists, trained with
-    denoiser.cond_drop > 0) is `wgen.distill.stage.prepare_distill`'s, also before Ray starts."""
-    dist = config.distill
-    _need(
-        dist.target == "generator",
-        "distill.target",
-        dist.target,
-        "only generator is distilled in this version (p-diff's latent DDPM is not yet)",
-    )
-    _at_least(dist, "w_min", 0, "w = 0 is the unguided model")
-    _need(
-        dist.w_min <= dist.w_max,
-        "distill.w_max",
-        dist.w_max,
-        f"must be at least distill.w_min={dist.w_min} (w ~ U[w_min, w_max])",
-    )
-    steps = dist.start_steps
-    _need(
-        steps >= 1 and steps & (steps - 1) == 0,
-        "distill.start_steps",
-        steps,
-        "must be a power of two (1, 2, 4, 8, ...): each round halves the steps down to 1",
-    )
-    _need(
-        2 * steps <= config.denoiser.train_timesteps,
-        "distill.start_steps",
-        steps,
-        f"the first round's teacher takes 2 x start_steps DDIM steps, more than "
-        f"denoiser.train_timesteps={config.denoiser.train_timesteps}",
-    )
-    _at_least(dist, "epochs", 1)
-    _positive(dist, "lr")
-    _at_least(dist, "batch_size", 1)
-    _need(
-        dist.batch_size % config.train.workers == 0,
-        "distill.batch_size",
-        dist.batch_size,
-        f"the global batch must divide by train.workers={config.train.workers}",
-    )
-    _need(
-        0.0 <= dist.single_step_share <= 1.0,
-        "distill.single_step_share",
-        dist.single_step_share,
-        "must be in [0, 1]",
-    )
-    _at_least(dist, "bench_guidance", 0)
-
-
-def validate_bench(config: Config) -> None:
-    """The benchmark's methods, rule, budgets and pool; the run-folder checks (concept texts,
-    generator, weights) are `wgen.bench.stage.prepare_bench`'s, also before Ray starts."""
-    from wgen.bench.methods import METHODS
-
-    bench = config.bench
-    unknown = [m for m in bench.methods if m not in METHODS]
-    _need(
-        not unknown,
-        "bench.methods",
-        ",".join(bench.methods),
-        f"unknown {unknown}; valid: {', '.join(METHODS)}",
-    )
-    _need(
-        bool(bench.methods),
-        "bench.methods",
-        bench.methods,
-        f"name at least one of {', '.join(METHODS)}",
-    )
-    if bench.max_concepts is not None:
-        _at_least(bench, "max_concepts", 1, "or none for every held-out concept")
-    for name in ("seeds", "eval_every", "smooth", "ddim_steps", "knn_k", "actors"):
-        _at_least(bench, name, 1)
-    _at_least(bench, "selection_pairs", 1, "the rule needs pairs of its own to read")
-    for name in ("ridge_alpha", "window_fraction", "tolerance", "min_delta", "converge_delta"):
-        _at_least(bench, name, 0)
-    for name in ("hyper_epochs", "paraphrases"):
-        if getattr(bench, name) is not None:
-            _at_least(bench, name, 0, "or none for the generator's")
-    if bench.hyper_lr_schedule is not None:
-        from wgen.generator.schedule import LR_SCHEDULES
-
-        _need(
-            bench.hyper_lr_schedule in LR_SCHEDULES,
-            "bench.hyper_lr_schedule",
-            bench.hyper_lr_schedule,
-            f"one of {', '.join(LR_SCHEDULES)}, or none for the generator's",
-        )
-    _need(
-        bench.window_steps >= bench.eval_every,
-        "bench.window_steps",
-        bench.window_steps,
-        f"must be at least bench.eval_every={bench.eval_every}",
-    )
-    pairs_left = config.data.pairs_per_concept - config.collect.eval_pairs - bench.selection_pairs
-    _need(
-        pairs_left >= 1,
-        "bench.selection_pairs",
-        bench.selection_pairs,
-        f"leaves {pairs_left} pairs to train on (data.pairs_per_concept="
-        f"{config.data.pairs_per_concept} minus collect.eval_pairs={config.collect.eval_pairs} "
-        "test pairs); lower it or raise data.pairs_per_concept",
-    )
-    _positive(bench, "cpus_per_actor", "logical CPUs per actor; fractions are fine")
-    _at_least(bench, "gpus_per_actor", 0)
-    _need(
-        bench.max_steps >= bench.eval_every,
-        "bench.max_steps",
-        bench.max_steps,
-        f"must be at least bench.eval_every={bench.eval_every}",
-    )
-    for name in ("budgets", "auc_steps", "grid_step"):
-        value = getattr(bench, name)
-        for step in value if isinstance(value, list) else [value]:
-            _need(
-                step >= 0 and step % bench.eval_every == 0,
-                f"bench.{name}",
-                value,
-                f"steps must be multiples of bench.eval_every={bench.eval_every} (they are read "
-                "off the evaluations)",
-            )
-
-
-_VALIDATORS = {
-    "pairs": validate_pairs,
-    "collect": validate_collect,
-    "train": validate_train,
-    "generate": validate_generate,
-    "distill": lambda config: (validate_generate(config), validate_distill(config)),
-    "bench": lambda config: (
-        validate_collect(config),
-        validate_generate(config),
-        validate_bench(config),
-    ),
-}
-
-
-def validate_stage(config: Config, stage: str) -> None:
-    """Check every value ``stage`` (and the stages it runs first, for ``demo``) will use;
-    the first problem is a `ConfigError` naming the key and what would be right."""
-    stages = (*STAGES, "bench") if stage == "demo" else (stage,)
-    for name in stages:
-        # tune and pdiff check their own sections (tune.space, pdiff.*) where they start
-        _VALIDATORS.get(name, lambda _config: None)(config)

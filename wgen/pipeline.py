@@ -16,30 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from wgen.config import Config
-from wgen.core.integrity import stage_files, verify_inputs
-from wgen.core.runfolder import check_input, check_own, command_args, stage_folder, stage_record
-from wgen.core.runtime import SUCCESS_FILE, print0, write_json
+from wgen.core.integrity import verify_inputs
+from wgen.core.runfolder import check_input, check_own, command_args, stage_folder
+from wgen.core.runtime import print0
+from wgen.core.stages import STAGES, load
 from wgen.core.storage import RunStorage
 
 STAGES_TO_COME: list[str] = []
-
-# For a run folder at a URI: what each stage reads from it into the staging copy before it
-# runs (its inputs, and its own folder to resume or skip), and what it sends back after, in
-# this order. The pairs' shards and the generator's checkpoints (ray_results/) are written
-# at the URI directly by Ray; collection actors and bench workers upload each finished
-# concept themselves.
-STAGE_PULLS = {
-    "pairs": ["concepts.jsonl", "pairs/_SUCCESS.json"],
-    "collect": ["concepts.jsonl", "pairs", "base", "weights"],
-    "train": ["concepts.jsonl", "pairs", "base", "weights", "generator"],
-    "bench": ["concepts.jsonl", "pairs", "base", "weights", "generator", "bench"],
-}
-STAGE_PUSHES = {
-    "pairs": ["concepts.jsonl", "config.pairs.yaml", "pairs/_SUCCESS.json"],
-    "collect": ["config.collect.yaml", "base", "weights"],
-    "train": ["config.train.yaml", "generator"],
-    "bench": ["bench"],
-}
 
 
 @contextmanager
@@ -51,11 +34,11 @@ def synced(storage: RunStorage, stage: str) -> Iterator[None]:
         yield
         return
     print0(f"{stage}: run folder {storage}, staged in {storage.local}")
-    storage.pull(STAGE_PULLS[stage])
+    storage.pull(list(STAGES[stage].pulls or ()))
     try:
         yield
     finally:
-        storage.push(STAGE_PUSHES[stage])
+        storage.push(list(STAGES[stage].pushes))
 
 
 def run_stage(
@@ -67,72 +50,37 @@ def run_stage(
     overrides: Sequence[str] = (),
     storage: RunStorage | None = None,
 ) -> dict[str, Any]:
-    """Run ``stage`` ("pairs", "collect" or "train") on the run folder ``out`` (the staging
-    copy of ``storage`` when that is a URI)."""
+    """Run ``stage``, one whose record this keeps (`wgen.core.stages.Stage.recorded`: pairs,
+    collect, train), on the run folder ``out`` (the staging copy of ``storage`` when that is
+    a URI)."""
     out = Path(out)
     check_input(out, stage, config, overrides)
     verify_inputs(out, stage, command_args(config, out, overrides))
     done = check_own(out, stage, config, force)
     folder = stage_folder(out, stage)
-    if done is not None and _can_skip(stage, done, config, out, retry):
+    spec = STAGES[stage]
+    if done is not None and (
+        spec.can_skip is None or load(spec.can_skip)(done, config, out, retry)
+    ):
         print0(
             f"{stage}: {folder} is complete (preset {config.preset}, same settings); "
             "skipping (--force redoes it)"
         )
-        if stage == "collect":
-            from wgen.collect.stage import check_min_converged
-
-            check_min_converged(done, config)
-        return done
-    path = config.save(out / f"config.{stage}.yaml")
-    print0(f"{stage}: preset {config.preset}, resolved config written to {path}")
-    if stage == "pairs":
-        from wgen.data.pairs import run_pairs
-
-        return run_pairs(config, out, force=force, storage=storage)
-    if stage == "collect":
-        from wgen.collect.stage import check_min_converged, run_collect
-
-        summary = run_collect(config, out, force=force, retry=retry, storage=storage)
-        check_min_converged(summary, config)
-        return summary
-    if stage == "train":
-        from wgen.generator.fit import run_train
-
-        info = run_train(config, out, force=force, storage=storage)
-        # The generator folder is written by the fit; its record is added here, last.
-        write_json(
-            folder / SUCCESS_FILE,
-            {
-                "record": stage_record(config, "train"),
-                "epochs": config.train.epochs,
-                "files": stage_files(out, "train"),
-            },
-        )
-        return info
-    raise ValueError(f"unknown stage {stage!r}")
-
-
-def _can_skip(stage: str, done: dict[str, Any], config: Config, out: Path, retry: bool) -> bool:
-    """A finished stage with the same fingerprint is skipped, unless a budget outside the
-    fingerprint asks for more (more concepts, more epochs, or a retry), or a finished weight
-    file was damaged since (collect then re-trains it)."""
-    if stage == "collect":
-        from wgen.collect.stage import check_weight_files
-        from wgen.weights.store import WeightStore
-
-        if retry or done.get("max_concepts", "?") != config.collect.max_concepts:
-            return False
-        return not check_weight_files(WeightStore(out))
-    if stage == "train":
-        return done.get("epochs", 0) >= config.train.epochs
-    return True
+        summary = done
+    else:
+        path = config.save(out / f"config.{stage}.yaml")
+        print0(f"{stage}: preset {config.preset}, resolved config written to {path}")
+        summary = spec.run(config, out, force=force, retry=retry, storage=storage)
+    if spec.check_done is not None:
+        load(spec.check_done)(summary, config)
+    return summary
 
 
 def run_demo(config: Config, out: Path, force: bool = False, overrides: Sequence[str] = ()) -> None:
     out = Path(out)
     print0(f"demo: run folder {out.resolve()}")
-    for stage in ("pairs", "collect", "train"):
+    # the recorded stages (pairs, collect, train) in full; the bench after them is a small one
+    for stage in (name for name in STAGES["demo"].runs if STAGES[name].recorded):
         run_stage(stage, config, out, force=force, overrides=overrides)
     generate_heldout_example(out)
     demo_bench(config, out, overrides)

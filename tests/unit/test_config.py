@@ -74,7 +74,7 @@ def test_a_generator_seed_is_another_run_and_epochs_continue_the_same_one() -> N
 def test_a_field_added_later_is_left_out_of_run_digests_while_off():
     """Run names and search fingerprints of folders made before the field existed still
     match after an upgrade, so they resume; switched on, it is another run."""
-    from wgen.config import without_later_fields_off
+    from wgen.core.runfolder import without_later_fields_off
     from wgen.generator.fit import run_name
 
     off = load_config("tiny")

@@ -448,6 +448,14 @@ def check_weight_files(store: WeightStore) -> list[tuple[str, str]]:
     return problems
 
 
+def can_skip(done: dict[str, Any], config: Config, out: Path, retry: bool) -> bool:
+    """A finished collection with the same record is skipped, unless it is asked for more
+    concepts or a retry, or a finished weight file was damaged since (it is trained again)."""
+    if retry or done.get("max_concepts", "?") != config.collect.max_concepts:
+        return False
+    return not check_weight_files(WeightStore(out))
+
+
 def check_min_converged(summary: dict[str, Any], config: Config) -> None:
     """Raise `CollectIncomplete` when fewer than ``collect.min_converged`` of the selected
     concepts converged, naming each failure and its reason."""

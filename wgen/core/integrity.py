@@ -22,26 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from wgen.core.errors import InputFileError
-from wgen.core.runfolder import STAGE_FOLDERS, read_success, stage_folder
+from wgen.core.runfolder import read_success, stage_folder
 from wgen.core.runtime import SUCCESS_FILE
+from wgen.core.stages import STAGES
 
 DIGEST = "sha256"
-# What each stage writes for later stages, as patterns under the run folder (collection's
-# _status/ and _attempts/ are its own bookkeeping, rewritten by a re-run, and read by no one
-# else).
-STAGE_FILES = {
-    "pairs": ("concepts.jsonl", "pairs/*.parquet"),
-    "collect": ("base/*", "weights/_manifest.json", "weights/*.parquet"),
-    "train": ("generator/**/*",),
-}
-# The finished stages each stage reads; one without a record (never run) is not checked.
-STAGE_READS = {
-    "pairs": (),
-    "collect": ("pairs",),
-    "train": ("pairs", "collect"),
-    "tune": ("pairs", "collect"),
-    "bench": ("pairs", "collect", "train"),
-}
 # Files that `wgen collect --retry` remakes alone (a damaged concept is trained again);
 # everything else a stage wrote is remade with `--force` on that stage.
 RETRAINED = "weights/*.parquet"
@@ -68,9 +53,10 @@ def stage_files(out: Path, stage: str, folder: Path | None = None) -> dict[str, 
 
 
 def verify_inputs(out: Path, stage: str, args: str) -> None:
-    """Check every finished stage that ``stage`` reads (`STAGE_READS`) against its record.
+    """Check every finished stage that ``stage`` reads (`Stage.reads`) against its record;
+    one without a record (never run) is not checked.
     ``args``: the command's own ``--preset ... --set ... --out ...``, for the remedy."""
-    for needed in STAGE_READS[stage]:
+    for needed in STAGES[stage].reads:
         verify_stage(out, needed, args)
 
 
@@ -145,8 +131,8 @@ def damaged(path: Path, problem: str, remake: str) -> InputFileError:
 def _matching(out: Path, stage: str, folder: Path | None = None) -> dict[str, Path]:
     """``{path in the run folder: where it is now}`` for the files of ``stage`` in ``out``."""
     found = {}
-    own = STAGE_FOLDERS[stage]
-    for pattern in STAGE_FILES[stage]:
+    own = STAGES[stage].folder
+    for pattern in STAGES[stage].files:
         root, rest = out, pattern
         if folder is not None and pattern.startswith(f"{own}/"):
             root, rest = folder, pattern[len(own) + 1 :]

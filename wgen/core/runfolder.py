@@ -29,16 +29,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wgen.config import LATER_FIELDS_OFF
 from wgen.core.errors import InputFileError, OutputError, RunFolderError, RunFolderLocked
 from wgen.core.runtime import SUCCESS_FILE, read_json, write_json
+from wgen.core.stages import STAGES
 
 LOCK_FILE = "_LOCK.json"
 STARTED_FILE = "_STARTED.json"  # a stage folder that resumes (weights/) records itself at start
-
-# The folder each stage writes under the run folder, and the stage that makes its input.
-STAGE_FOLDERS = {"pairs": "pairs", "collect": "weights", "train": "generator"}
-STAGE_INPUT = {"pairs": None, "collect": "pairs", "train": "collect"}
 
 # Config fields that do not change a stage's output (how the work is spread), or budgets that a
 # re-run may raise to continue the same run.
@@ -74,17 +70,35 @@ NOT_FINGERPRINTED = {
         "threads",
     },
 }
-STAGE_SECTIONS = {
-    "pairs": ("data",),
-    "collect": ("data", "gan", "lora", "collect"),
-    "train": ("data", "gan", "lora", "collect", "denoiser", "train"),
+
+
+# Fields added after runs and searches were recorded, with the value that means "off" (the
+# behaviour before they existed). Digests that name a run or a search leave such a field out
+# while it is off, so an existing run folder keeps resuming after an upgrade of wgen.
+LATER_FIELDS_OFF: dict[tuple[str, str], Any] = {
+    ("collect", "restore_best"): False,
+    ("collect", "gain_fraction"): 0.1,
+    ("denoiser", "block_readout"): 0,
+    ("train", "lr_schedule"): "constant",
+    ("train", "max_train_concepts"): None,
+    ("train", "export"): "last",
 }
+
+
+def without_later_fields_off(values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` ({section: {key: value}}, as `Config.to_dict`) without the
+    `LATER_FIELDS_OFF` entries that are at their off value."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for (section, key), off in LATER_FIELDS_OFF.items():
+        if isinstance(out.get(section), dict) and out[section].get(key, off) == off:
+            out[section].pop(key, None)
+    return out
 
 
 def stage_fields(config: Any, stage: str) -> dict[str, Any]:
     """The ``section.key: value`` fields that shape ``stage``'s output (its inputs' too)."""
     fields = {}
-    for section in STAGE_SECTIONS[stage]:
+    for section in STAGES[stage].sections:
         values = dataclasses.asdict(getattr(config, section))
         for key, value in values.items():
             if key not in NOT_FINGERPRINTED[section]:
@@ -105,7 +119,7 @@ def recorded_fields(record: dict[str, Any], stage: str) -> dict[str, Any]:
     (`LATER_FIELDS_OFF`) at the value that means the behaviour of that time."""
     fields = dict(record.get("fields", {}))
     for (section, key), off in LATER_FIELDS_OFF.items():
-        if section in STAGE_SECTIONS[stage]:
+        if section in STAGES[stage].sections:
             fields.setdefault(f"{section}.{key}", off)
     return fields
 
@@ -131,7 +145,7 @@ def stage_record(config: Any, stage: str) -> dict[str, Any]:
 
 
 def stage_folder(out: Path, stage: str) -> Path:
-    return Path(out) / STAGE_FOLDERS[stage]
+    return Path(out) / STAGES[stage].folder
 
 
 def read_success(out: Path, stage: str) -> dict[str, Any] | None:
@@ -201,7 +215,7 @@ def mismatch_message(
 
 def check_input(out: Path, stage: str, config: Any, overrides: Sequence[str] = ()) -> None:
     """Refuse to run ``stage`` on a missing, unfinished or differently made input stage."""
-    needed = STAGE_INPUT[stage]
+    needed = STAGES[stage].input
     if needed is None:
         return
     folder = stage_folder(out, needed)

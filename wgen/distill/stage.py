@@ -19,12 +19,14 @@ import dataclasses
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from wgen.config import Config
 from wgen.core.errors import ConfigError, InputFileError
-from wgen.core.runfolder import fingerprint
+from wgen.core.integrity import verify_inputs
+from wgen.core.runfolder import command_args, fingerprint
 from wgen.core.runtime import init_ray, print0, read_json, write_json
 from wgen.distill.fit import Round, fit_round
 from wgen.distill.targets import check_power_of_two
@@ -137,10 +139,16 @@ def round_name(teacher_run: str, config: Config, round_: Round) -> str:
     return f"distill-{round_.name}-{digest}"
 
 
-def run_distill(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
+def run_distill(
+    config: Config, out: Path, force: bool = False, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
     """Distil ``<out>/generator`` (or distill.teacher_dir) round by round into
-    ``<out>/distill/<round>/``; a finished round is kept unless ``force``."""
+    ``<out>/distill/<round>/``; a finished round is kept unless ``force``. ``overrides``: the
+    command's ``--set`` values, for the command that remakes a damaged input."""
     out = Path(out).resolve()
+    # every file it reads is the one its stage wrote; the hint leaves distill's own flags out
+    hint = [item for item in overrides if not item.startswith("distill.")]
+    verify_inputs(out, "distill", command_args(config, out, hint))
     teacher, teacher_config = prepare_distill(config, out)
     rounds = distill_rounds(config.distill.start_steps)
     per_worker_batch(

@@ -45,9 +45,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from wgen.config import Config, TrainConfig, without_later_fields_off
-from wgen.core.runfolder import fingerprint
+from wgen.config import Config, TrainConfig
+from wgen.core.integrity import stage_files
+from wgen.core.runfolder import fingerprint, stage_record, without_later_fields_off
 from wgen.core.runtime import (
+    SUCCESS_FILE,
     atomic_dir,
     fit_interruptibly,
     init_ray,
@@ -756,6 +758,28 @@ def export_generator(checkpoint, folder: Path, export: str = "last") -> WeightGe
     with atomic_dir(folder) as tmp:
         generator.save(tmp)
     return generator
+
+
+def train_stage(
+    config: Config, out: Path, force: bool = False, storage: RunStorage | None = None
+) -> dict[str, Any]:
+    """`wgen train`'s entry (`wgen.core.stages`): `run_train`, then the generator folder's
+    record, written last."""
+    info = run_train(config, out, force=force, storage=storage)
+    write_json(
+        Path(out) / GENERATOR_DIR / SUCCESS_FILE,
+        {
+            "record": stage_record(config, "train"),
+            "epochs": config.train.epochs,
+            "files": stage_files(out, "train"),
+        },
+    )
+    return info
+
+
+def can_skip(done: dict[str, Any], config: Config, out: Path, retry: bool) -> bool:
+    """A finished generator with the same record is skipped unless more epochs are asked for."""
+    return done.get("epochs", 0) >= config.train.epochs
 
 
 def run_train(

@@ -31,10 +31,10 @@ from typing import Any
 
 from ray.tune import Callback
 
-from wgen.config import Config, ConfigError, without_later_fields_off
+from wgen.config import Config, ConfigError
 from wgen.core.errors import Interrupted
 from wgen.core.integrity import verify_inputs
-from wgen.core.runfolder import command_args, fingerprint
+from wgen.core.runfolder import command_args, fingerprint, without_later_fields_off
 from wgen.core.runtime import (
     SUCCESS_FILE,
     init_ray,

@@ -1,0 +1,54 @@
+"""The checks of ``distill.*`` before Ray starts (`wgen.core.stages`)."""
+
+from __future__ import annotations
+
+from wgen.config import Config, at_least, need, positive
+
+
+def validate(config: Config) -> None:
+    """The distillation's ranges; the teacher's folder (exists, trained with
+    denoiser.cond_drop > 0) is `wgen.distill.stage.prepare_distill`'s, also before Ray starts."""
+    dist = config.distill
+    need(
+        dist.target == "generator",
+        "distill.target",
+        dist.target,
+        "only generator is distilled in this version (p-diff's latent DDPM is not yet)",
+    )
+    at_least(dist, "w_min", 0, "w = 0 is the unguided model")
+    need(
+        dist.w_min <= dist.w_max,
+        "distill.w_max",
+        dist.w_max,
+        f"must be at least distill.w_min={dist.w_min} (w ~ U[w_min, w_max])",
+    )
+    steps = dist.start_steps
+    need(
+        steps >= 1 and steps & (steps - 1) == 0,
+        "distill.start_steps",
+        steps,
+        "must be a power of two (1, 2, 4, 8, ...): each round halves the steps down to 1",
+    )
+    need(
+        2 * steps <= config.denoiser.train_timesteps,
+        "distill.start_steps",
+        steps,
+        f"the first round's teacher takes 2 x start_steps DDIM steps, more than "
+        f"denoiser.train_timesteps={config.denoiser.train_timesteps}",
+    )
+    at_least(dist, "epochs", 1)
+    positive(dist, "lr")
+    at_least(dist, "batch_size", 1)
+    need(
+        dist.batch_size % config.train.workers == 0,
+        "distill.batch_size",
+        dist.batch_size,
+        f"the global batch must divide by train.workers={config.train.workers}",
+    )
+    need(
+        0.0 <= dist.single_step_share <= 1.0,
+        "distill.single_step_share",
+        dist.single_step_share,
+        "must be in [0, 1]",
+    )
+    at_least(dist, "bench_guidance", 0)
