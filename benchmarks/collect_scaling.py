@@ -49,7 +49,7 @@ def plain_loop(config, out: Path, run: Path, ids: list[str]) -> float:
     extractor = build_feature_extractor(config.collect.feature_extractor)
     start = time.perf_counter()
     frame = read_pairs(out, ids)
-    for pairs in concept_pairs(frame, config):
+    for pairs in concept_pairs(frame, config.collect):
         collect_one(config, base, extractor, store, pairs)
     return time.perf_counter() - start
 

@@ -50,7 +50,7 @@ def main() -> None:
     rows = []
     header = f"{'concept':7s} {'identity':>8s} {'base':>7s} {'lora':>7s} {'steps':>5s} {'s':>5s} {'scratch':>7s} {'steps':>5s} {'s':>5s} {'gap':>6s}  text"
     print(header)
-    for pairs in concept_pairs(frame[frame["concept_id"].isin(ids)], config):
+    for pairs in concept_pairs(frame[frame["concept_id"].isin(ids)], config.collect):
         lora = train_lora(base, config, pairs, extractor, k_checkpoints=0)
         scratch = train_scratch(config, pairs, extractor, init="identity")  # as measured
         row = {

@@ -44,7 +44,7 @@ def main() -> None:
     base = ensure_base(config, args.out)
     extractor = build_feature_extractor(config.collect.feature_extractor)
     rows = []
-    for pairs in concept_pairs(read_pairs(args.out, ids), config):
+    for pairs in concept_pairs(read_pairs(args.out, ids), config.collect):
         old = before[pairs.concept_id]
         start = time.perf_counter()
         run = train_lora(base, config, pairs, extractor)

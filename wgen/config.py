@@ -469,18 +469,11 @@ class Config:
         return cls.from_dict(yaml.safe_load(Path(path).read_text()))
 
 
+# section name → its dataclass, read off `Config` (a new section is one field there)
 _SECTION_CLASSES: dict[str, type] = {
-    "data": DataConfig,
-    "gan": GANConfig,
-    "lora": LoRAConfig,
-    "collect": CollectConfig,
-    "denoiser": DenoiserConfig,
-    "train": TrainConfig,
-    "generate": GenerateConfig,
-    "tune": TuneConfig,
-    "pdiff": PdiffConfig,
-    "bench": BenchConfig,
-    "distill": DistillConfig,
+    f.name: f.default_factory
+    for f in dataclasses.fields(Config)
+    if f.default_factory is not dataclasses.MISSING
 }
 
 # Presets are overlays on the defaults above. `demo` is the defaults themselves.

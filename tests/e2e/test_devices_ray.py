@@ -19,7 +19,9 @@ def test_base_gan_as_a_ray_task_equals_the_driver_for_a_fixed_seed(ray_local, tm
     frame = read_pairs(tmp_path)
     ids = sorted(frame.loc[frame["split"] == "train", "concept_id"].unique())[:3]
 
-    in_driver = train_base(config, concept_pairs(frame[frame["concept_id"].isin(ids)], config))
+    in_driver = train_base(
+        config, concept_pairs(frame[frame["concept_id"].isin(ids)], config.collect)
+    )
     as_task = train_base_on_ray(config, tmp_path, ids)
 
     assert as_task.info["device"] == "cpu" and as_task.info["concepts"] == ids

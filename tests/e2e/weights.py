@@ -22,5 +22,5 @@ def collect_without_ray(config, out: Path) -> None:
     store.save_manifest(weight_manifest(base, config))
     ids = select_concepts(out, config.collect)
     extractor = build_feature_extractor(config.collect.feature_extractor)
-    for pairs in concept_pairs(read_pairs(out, ids), config):
+    for pairs in concept_pairs(read_pairs(out, ids), config.collect):
         collect_one(config, base, extractor, store, pairs)

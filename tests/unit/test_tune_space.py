@@ -85,10 +85,10 @@ def test_a_space_that_is_not_a_mapping_is_a_config_error():
 
 def test_the_evaluation_count_follows_the_epoch_so_a_resumed_trial_keeps_its_rung():
     config = load_config("tiny", ["train.epochs=25", "train.quality_every=10"])
-    counts = [evaluations_through(epoch, config) for epoch in (1, 9, 10, 19, 20, 24, 25)]
+    counts = [evaluations_through(epoch, config.train) for epoch in (1, 9, 10, 19, 20, 24, 25)]
     assert counts == [0, 0, 1, 1, 2, 2, 3]  # epochs 10, 20 and the last one, 25
     only_last = load_config("tiny", ["train.epochs=4", "train.quality_every=0"])
-    assert [evaluations_through(e, only_last) for e in (1, 3, 4)] == [0, 0, 1]
+    assert [evaluations_through(e, only_last.train) for e in (1, 3, 4)] == [0, 0, 1]
 
 
 def test_iterations_per_trial_counts_the_score_reports():

@@ -42,7 +42,7 @@ def run_finetune(generator_dir: Path, text: str, images: Path, out_dir: Path) ->
         generator.config,
         data=dataclasses.replace(generator.config.data, images_dir=str(images)),
     )
-    parse_text(config, Path("--concept"), 1, text)  # a word the editor does not know
+    parse_text(config.data, Path("--concept"), 1, text)  # a word the editor does not know
     concept_id = file_concept_id(text)
     try:
         (pairs,) = make_pairs(config, [(concept_id, text)])

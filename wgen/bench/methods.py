@@ -275,7 +275,7 @@ class Baselines:
                     p.train_sources[: config.train.func_pairs],
                     p.train_targets[: config.train.func_pairs],
                 )
-                for p in concept_pairs(read_pairs(out, train_ids), config)
+                for p in concept_pairs(read_pairs(out, train_ids), config.collect)
             }
             fitted.hyper = train_hyper(
                 data,

@@ -26,7 +26,7 @@ import numpy as np
 
 from wgen.bench import curves, stats
 from wgen.bench.methods import METHODS, TEXT_BASELINES
-from wgen.config import Config
+from wgen.config import BenchConfig, Config
 from wgen.core.runtime import print0, read_json, write_json
 
 QUALITY = {"name": "l1", "lower_is_better": True}
@@ -82,10 +82,9 @@ def budget_quality(run: dict[str, Any], budget: int) -> float:
 
 
 def run_metrics(
-    run: dict[str, Any], targets: dict[str, float | None], config: Config
+    run: dict[str, Any], targets: dict[str, float | None], bench: BenchConfig
 ) -> dict[str, Any]:
     """Everything read off one run's curves (see the module docstring)."""
-    bench = config.bench
     resolution = first_eval_seconds(run)
     reached = {
         name: first_at(run, target, bench.smooth, resolution) for name, target in targets.items()
@@ -129,7 +128,7 @@ def add_metrics(runs: list[dict[str, Any]], config: Config) -> None:
     benched = [ref for ref in REFERENCES if any(r["method"] == ref for r in runs)]
     for r in runs:
         targets = {ref: converged.get((ref, *run_key(r))) for ref in benched}
-        r["metrics"] = run_metrics(r, targets, config)
+        r["metrics"] = run_metrics(r, targets, config.bench)
 
 
 def _times(runs: list[dict[str, Any]], method: str, read) -> dict[tuple[str, int], Any]:
@@ -658,7 +657,7 @@ def write_figures(plan, runs, summary, ratios, config: Config) -> list[Path]:
         ax.legend(fontsize=7)
         figures.append(save_figure(fig, folder / f"quality_vs_time_{concept.concept_id}.png"))
     figures.append(speedup_figure(ratios, folder / "speedups.png"))
-    grid = image_grid_rows(plan, config)
+    grid = image_grid_rows(plan, config.bench)
     if grid:
         rows, titles = grid
         figures.append(image_grid(rows, folder / "grid.png", titles))
@@ -707,7 +706,7 @@ def speedup_figure(ratios: dict[str, Any], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def image_grid_rows(plan, config: Config):
+def image_grid_rows(plan, bench: BenchConfig):
     """Rows: one per (concept, method) of seed 0: source, target, output at step 0 and at
     bench.grid_step, for the first test image of the first two concepts."""
     rows = []
@@ -721,10 +720,10 @@ def image_grid_rows(plan, config: Config):
             if not path.exists():
                 continue
             outputs = np.load(path)
-            keys = ["step0", f"step{config.bench.grid_step}"]
+            keys = ["step0", f"step{bench.grid_step}"]
             images = [pairs["sources"][0], pairs["targets"][0]] + [
                 outputs[k][0] for k in keys if k in outputs
             ]
             rows.append((f"{concept.concept_id} {method}", images))
-    titles = ["source", "target", "step 0", f"step {config.bench.grid_step}"]
+    titles = ["source", "target", "step 0", f"step {bench.grid_step}"]
     return (rows, titles) if rows else None

@@ -37,7 +37,7 @@ from wgen.bench.methods import (
     Baselines,
     initial_weights,
 )
-from wgen.config import Config
+from wgen.config import Config, DataConfig
 from wgen.core.errors import ConfigError, InputFileError, Interrupted, RunFolderError
 from wgen.core.integrity import verify_inputs
 from wgen.core.runfolder import (
@@ -304,13 +304,13 @@ def choose_concepts(
         if not chosen:
             raise RunFolderError(f"{out / CONCEPTS_FILE} lists no held-out concept to bench")
         frame = read_pairs(out, [c.id for c in chosen])
-        by_id = {p.concept_id: p for p in concept_pairs(frame, config)}
+        by_id = {p.concept_id: p for p in concept_pairs(frame, config.collect)}
         return [BenchConcept(c.id, c.text, c.edits, by_id[c.id], c.kind) for c in chosen], flagged
 
     path = Path(bench.concepts_file)
     texts: list[tuple[str, tuple | None]] = []
     for n, text in read_concepts_file(path):
-        edits = parse_text(config, path, n, text)
+        edits = parse_text(config.data, path, n, text)
         twin = collected.get(text.lower())
         if twin is not None:
             flagged.append(
@@ -359,9 +359,9 @@ def split_word(split: str) -> str:
     return "a training" if split == "train" else "a validation"
 
 
-def parse_text(config: Config, path: Path, line: int, text: str) -> tuple | None:
+def parse_text(data: DataConfig, path: Path, line: int, text: str) -> tuple | None:
     """The edit program of ``text`` (procedural editor); a text it cannot read is an error."""
-    if config.data.editor != "procedural":
+    if data.editor != "procedural":
         return None
     from wgen.data.editors.procedural import UnknownWordsError, parse_edit
 
@@ -371,7 +371,7 @@ def parse_text(config: Config, path: Path, line: int, text: str) -> tuple | None
         words = ", ".join(repr(w) for w in err.unknown)
         raise InputFileError(
             path,
-            f"line {line} {text!r}: the {config.data.editor} editor does not know {words}",
+            f"line {line} {text!r}: the {data.editor} editor does not know {words}",
             "`wgen vocabulary` lists the words it knows",
         ) from None
     except ValueError as err:

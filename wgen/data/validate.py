@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 
-from wgen.config import Config, ConfigError, at_least, need, positive
+from wgen.config import Config, ConfigError, DataConfig, at_least, need, positive
 from wgen.data.concepts import make_concepts
 from wgen.data.editors import EDITORS
 from wgen.data.images import builtin_photos, load_photos
@@ -46,7 +46,7 @@ def validate(config: Config) -> None:
         make_concepts(data)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    n_crops = data.crops_per_photo * _count_photos(config)
+    n_crops = data.crops_per_photo * _count_photos(data)
     need(
         data.pairs_per_concept <= n_crops,
         "data.pairs_per_concept",
@@ -55,11 +55,11 @@ def validate(config: Config) -> None:
     )
 
 
-def _count_photos(config: Config) -> int:
-    if not config.data.images_dir:
+def _count_photos(data: DataConfig) -> int:
+    if not data.images_dir:
         return _count_builtin_photos()
     try:
-        return len(load_photos(config.data))
+        return len(load_photos(data))
     except ValueError as err:
         raise ConfigError(f"data.images_dir: {err}") from None
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from wgen.config import Config
+from wgen.config import Config, DistillConfig
 from wgen.core.errors import ConfigError, InputFileError
 from wgen.core.integrity import verify_inputs
 from wgen.core.runfolder import command_args, fingerprint
@@ -68,15 +68,15 @@ def student_folder(out: Path, steps: int) -> tuple[Path, int]:
     return (folder, steps) if folder.is_dir() else (Path(out) / DISTILL_DIR / W_STUDENT, steps)
 
 
-def teacher_folder(config: Config, out: Path) -> Path:
-    return Path(config.distill.teacher_dir) if config.distill.teacher_dir else out / GENERATOR_DIR
+def teacher_folder(distill: DistillConfig, out: Path) -> Path:
+    return Path(distill.teacher_dir) if distill.teacher_dir else out / GENERATOR_DIR
 
 
 def prepare_distill(config: Config, out: Path) -> tuple[Path, Config]:
     """Checks before Ray starts: the teacher's folder is a complete generator trained with
     text dropout (denoiser.cond_drop > 0: its null-text output is what guidance subtracts) and
     without a w input, and the first round fits its schedule. Returns the folder and its config."""
-    teacher = teacher_folder(config, out)
+    teacher = teacher_folder(config.distill, out)
     try:
         check_generator_folder(teacher)
     except GeneratorFolderError:
@@ -128,11 +128,11 @@ def student_config(teacher: Config, config: Config, round_: Round) -> Config:
     return dataclasses.replace(teacher, distill=config.distill, generate=generate, train=train)
 
 
-def round_name(teacher_run: str, config: Config, round_: Round) -> str:
+def round_name(teacher_run: str, distill: DistillConfig, round_: Round) -> str:
     """The Ray Train run name of a round: its teacher's run (the generator's, or the round
     before) and the settings that shape the student (not the epochs: more epochs continue
     the same run)."""
-    dist = dataclasses.asdict(config.distill)
+    dist = dataclasses.asdict(distill)
     for key in ("epochs", "bench_guidance", "teacher_dir"):
         dist.pop(key)
     digest = fingerprint({"teacher": teacher_run, "round": dataclasses.asdict(round_), **dist})
@@ -173,7 +173,7 @@ def run_distill(
     for round_ in rounds:
         target = folder / round_.name
         student = student_config(teacher_config, config, round_)
-        name = round_name(teacher_run, config, round_)
+        name = round_name(teacher_run, config.distill, round_)
         record = {
             "round": round_.name,
             "steps": round_.steps,

@@ -41,7 +41,7 @@ def concept_evals(
     frame = read_pairs(out, list(concept_ids))
     return [
         ConceptEval(p.concept_id, p.text, Evaluator(p.eval_sources, p.eval_targets, extractor))
-        for p in concept_pairs(frame, config)
+        for p in concept_pairs(frame, config.collect)
     ]
 
 

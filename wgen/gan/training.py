@@ -87,9 +87,9 @@ class ConceptPairs:
         )
 
 
-def concept_pairs(frame: pd.DataFrame, config: Config) -> list[ConceptPairs]:
+def concept_pairs(frame: pd.DataFrame, collect: CollectConfig) -> list[ConceptPairs]:
     return [
-        ConceptPairs.from_frame(group, config.collect.eval_pairs)
+        ConceptPairs.from_frame(group, collect.eval_pairs)
         for _, group in frame.groupby("concept_id", sort=True)
     ]
 

@@ -372,7 +372,7 @@ def concept_rows(out: str | Path, data: BlockData, config: Config) -> list[dict[
     index = data.concept_index
     frame = WeightStore(out).read(splits=[TRAIN])
     rows = []
-    for pairs in concept_pairs(read_pairs(out, ids), config):
+    for pairs in concept_pairs(read_pairs(out, ids), config.collect):
         take = min(config.train.func_pairs, len(pairs.train_sources))
         checkpoints = frame[frame["concept_id"] == pairs.concept_id]
         blocks, _ = data.codec.encode(row_vectors(checkpoints, len(data.layout.lengths)))

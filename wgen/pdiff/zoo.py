@@ -296,10 +296,9 @@ def save_base(store: WeightStore, model: nn.Module) -> None:
         save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
 
 
-def collect_shard(config: Config, out: Path, setting: str, shard: Shard) -> dict[str, Any]:
+def collect_shard(cfg: PdiffConfig, out: Path, setting: str, shard: Shard) -> dict[str, Any]:
     """Train one shard's models and write its Parquet file (and, from the first shard, the
     manifest and base). Pure of Ray: the Ray task is a thin wrapper around it."""
-    cfg = config.pdiff
     start = time.perf_counter()
     data = load_images(cfg)
     store = WeightStore(out, zoo_folder(setting))
@@ -325,7 +324,7 @@ def collect_shard(config: Config, out: Path, setting: str, shard: Shard) -> dict
 def _zoo_task(config_dict: dict, out: str, setting: str, shard: Shard) -> dict[str, Any]:
     config = Config.from_dict(config_dict)
     with torch_threads(config.pdiff.threads):
-        return collect_shard(config, Path(out), setting, shard)
+        return collect_shard(config.pdiff, Path(out), setting, shard)
 
 
 def missing_shards(out: Path, setting: str, cfg: PdiffConfig) -> list[Shard]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wgen.config import Config, ConfigError, apply_override
+from wgen.config import Config, ConfigError, TrainConfig, apply_override
 
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
 # Sections a trial may vary: the tune section itself and the data/collection that made the
@@ -160,14 +160,13 @@ def trial_config(base: Config, point: dict[str, Any]) -> Config:
     return config
 
 
-def evaluations_through(epoch: int, config: Config) -> int:
+def evaluations_through(epoch: int, train: TrainConfig) -> int:
     """Quality evaluations a trial has made by the end of ``epoch``: ASHA's time axis.
 
     Why not Tune's ``training_iteration``: a trial resumed after an interrupted search
     continues its Train run at epoch e, but Tune counts its iterations from 1 again, so ASHA
     would compare it at the wrong rung. This count follows the epoch instead.
     """
-    train = config.train
     every = train.quality_every if train.quality_every > 0 else train.epochs
     done = epoch // every
     return done + (1 if epoch >= train.epochs and train.epochs % every else 0)
@@ -175,7 +174,7 @@ def evaluations_through(epoch: int, config: Config) -> int:
 
 def iterations_per_trial(config: Config) -> int:
     """Reports a full trial sends to Tune: one per quality evaluation (and the last epoch)."""
-    return evaluations_through(config.train.epochs, config)
+    return evaluations_through(config.train.epochs, config.train)
 
 
 def to_tune_space(params: list[Param]) -> dict[str, Any]:

@@ -49,7 +49,8 @@ class ScoreReportCallback(TuneReportCallback):
         if metrics and self.config.tune.metric in metrics[0]:
             epoch = int(metrics[0]["epoch"])
             metrics = [
-                {**m, EVALUATION_KEY: evaluations_through(epoch, self.config)} for m in metrics
+                {**m, EVALUATION_KEY: evaluations_through(epoch, self.config.train)}
+                for m in metrics
             ]
             super().after_report(run_context, metrics, checkpoint)
 
