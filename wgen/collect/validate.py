@@ -49,10 +49,8 @@ def validate(config: Config) -> None:
         at_least(collect, name, 1)
     at_least(collect, "actors", 1, "Ray actors training concepts side by side")
     positive(collect, "cpus_per_actor", "logical CPUs per actor; fractions are fine")
-    at_least(collect, "gpus_per_actor", 0)
-    at_least(collect, "max_retries", 0)
-    at_least(collect, "tolerance", 0)
-    at_least(collect, "min_delta", 0)
+    for name in ("gpus_per_actor", "max_retries", "tolerance", "min_delta"):
+        at_least(collect, name, 0)
     at_least(collect, "gain_fraction", 0, "0 = no margin from the gain since the start")
     need(
         collect.max_steps >= collect.eval_every,

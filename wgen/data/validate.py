@@ -23,10 +23,8 @@ def validate(config: Config) -> None:
     at_least(data, "editor_actors", 1, "Ray actors editing images side by side")
     positive(data, "editor_cpus", "logical CPUs per editor actor; fractions are fine")
     at_least(data, "editor_gpus", 0)
-    at_least(data, "editor_batch_size", 1)
-    at_least(data, "editor_max_batch", 1)
-    at_least(data, "editor_steps", 1)
-    at_least(data, "rows_per_shard", 1)
+    for name in ("editor_batch_size", "editor_max_batch", "editor_steps", "rows_per_shard"):
+        at_least(data, name, 1)
     need(data.editor in EDITORS, "data.editor", data.editor, f"valid editors: {', '.join(EDITORS)}")
     if data.editor == "instruct-pix2pix":
         from wgen.data.editors.instruct_pix2pix import check_model_dir
