@@ -125,12 +125,12 @@ STAGES: dict[str, Stage] = {
             pushes=("config.train.yaml", "generator"),
             can_skip="wgen.generator.fit:can_skip",
         ),
-        # tune checks tune.space where it starts (`wgen.tune.space.parse_space`)
         Stage(
             "tune",
             folder="tune",
             entry="wgen.tune.search:run_tune",
             options=("force", "overrides"),
+            checks=("wgen.tune.space:parse_space",),
             reads=("pairs", "collect"),
         ),
         Stage(
