@@ -28,7 +28,7 @@ class Stage:
     """One stage of wgen; see the module docstring."""
 
     name: str
-    folder: str  # what it writes under the run folder
+    folder: str  # its folder under the run folder ("" for demo: the run folder itself)
     # "module:function" called as entry(config, out, **{option: value for each of `options`})
     entry: str
     options: tuple[str, ...] = ()  # which of `OPTIONS` the entry takes
