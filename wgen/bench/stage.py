@@ -678,7 +678,8 @@ def run_bench(
         print0(
             f"bench: text baselines fitted on {len(baselines.data.concept_ids)} training "
             f"concepts × {1 + recipe.paraphrases} wordings in {baselines.fit_seconds:.1f} s "
-            f"(hyper: {recipe.hyper_epochs} epochs, {recipe.hyper_lr_schedule} rate)"
+            f"(hyper: {recipe.hyper_epochs} epochs, {recipe.hyper_lr_schedule} rate"
+            f"{', read from its cache' if baselines.hyper_from_cache else ''})"
         )
         if any(m.startswith("wgen-") for m in needed):
             from wgen.generator.checkpoint import WeightGenerator
