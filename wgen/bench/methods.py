@@ -182,7 +182,6 @@ class BaselineRecipe:
         )
 
 
-
 HYPER_CACHE = "hyper.safetensors"  # inside the bench folder: a resumed bench skips the refit
 
 
