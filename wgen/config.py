@@ -384,6 +384,10 @@ class BenchConfig:
     ddim_steps: int = 10  # DDIM steps of the wgen-ddim method
     knn_k: int = 5  # neighbours averaged by the knn method
     ridge_alpha: float = 1.0  # ridge regression's L2 penalty
+    # The clock times are read on: "normalised" (each method's median cost per step and
+    # generation time, so the load of a shared machine does not decide a paired ratio) or
+    # "wall" (each run's own). Report-only: changing it re-reads the same runs.
+    clock: str = "normalised"
     # The hyper baseline gets the generator's recipe: its epochs and learning-rate schedule
     # (None = the generator's train.epochs / train.lr_schedule, read from its folder).
     hyper_epochs: int | None = None
@@ -1152,6 +1156,9 @@ def validate_bench(config: Config) -> None:
     for name in ("hyper_epochs", "paraphrases"):
         if getattr(bench, name) is not None:
             _at_least(bench, name, 0, "or none for the generator's")
+    from wgen.bench.clock import CLOCKS
+
+    _need(bench.clock in CLOCKS, "bench.clock", bench.clock, f"one of {', '.join(CLOCKS)}")
     if bench.hyper_lr_schedule is not None:
         from wgen.generator.schedule import LR_SCHEDULES
 

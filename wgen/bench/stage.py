@@ -70,6 +70,7 @@ NOT_FINGERPRINTED = {
     "budgets",
     "auc_steps",
     "grid_step",
+    "clock",
 }
 
 
