@@ -452,7 +452,7 @@ def clock_text(used: dict[str, Any]) -> str:
     if used["name"] == "wall":
         return "on each run's own wall clock (`bench.clock=wall`)"
     costs = ", ".join(
-        f"{m} {c['seconds_per_step'] * 1000:.0f} ms/step + {c['generation_seconds']:.2f} s"
+        f"{m} {c['seconds_per_step'] * 1000:.0f} ms/step ({c['trains']}) + {c['generation_seconds']:.2f} s"
         for m, c in used["method_costs"].items()
     )
     return (
