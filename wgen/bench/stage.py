@@ -179,8 +179,11 @@ def generator_field(out: Path, generator_dir: str | Path | None) -> str | None:
 
 
 def bench_differences(out: Path, record: dict[str, Any], fields: dict[str, Any]) -> list[str]:
-    """The fields in which a bench record differs from ``fields`` (none: the same bench)."""
-    old = {**record["fields"], "generator": generator_field(out, record["fields"].get("generator"))}
+    """The fields in which a bench record differs from ``fields`` (none: the same bench).
+    A bench that ran no generator method (its record names none) goes on with one: its runs
+    do not depend on which generator is benched next."""
+    recorded = generator_field(out, record["fields"].get("generator"))
+    old = {**record["fields"], "generator": recorded or fields.get("generator")}
     if fingerprint(old) == fingerprint(fields):
         return []
     return [
