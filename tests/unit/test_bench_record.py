@@ -47,3 +47,13 @@ def test_another_generator_or_rule_is_another_bench(tmp_path):
         tmp_path, load_config("tiny", ["bench.window_steps=20"]), tmp_path / "generator"
     )
     assert bench_differences(tmp_path, old, stricter) == ["bench.window_steps: 10 → 20"]
+
+
+def test_a_bench_that_ran_no_generator_goes_on_with_one(tmp_path):
+    config = load_config("tiny")
+    without = record(tmp_path, config, None)  # scratch and lora-zero only
+    with_generator = bench_fields(tmp_path, config, tmp_path / "generator")
+    assert bench_differences(tmp_path, without, with_generator) == []
+    # ... but a bench that ran one generator is not continued with another
+    ran_one = record(tmp_path, config, tmp_path / "generator")
+    assert bench_differences(tmp_path, ran_one, bench_fields(tmp_path, config, None))

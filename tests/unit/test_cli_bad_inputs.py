@@ -179,6 +179,12 @@ CONFIG_CASES = [
         "bench.hyper_lr_schedule='linear': one of constant, cosine, or none for the generator's",
     ),
     (
+        "a clock the bench does not read",
+        ["bench", "--set", "bench.clock=cpu"],
+        2,
+        "bench.clock='cpu': one of normalised, wall",
+    ),
+    (
         "a GPU asked for through the custom resources",
         ["train", "--set", "train.worker_resources={GPU: 1}"],
         2,

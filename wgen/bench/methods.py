@@ -26,6 +26,7 @@ mean checkpoint and every wording of its text (own text + grammar paraphrases).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -33,9 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from wgen.config import BenchConfig, Config, TrainConfig
 from wgen.core.errors import ConfigError, InputFileError
+from wgen.core.runfolder import fingerprint
+from wgen.core.runtime import atomic_file
 from wgen.data.concepts import Concept, paraphrases
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
 from wgen.gan.training import BaseGAN, concept_pairs
@@ -177,6 +182,42 @@ class BaselineRecipe:
         )
 
 
+HYPER_CACHE = "hyper.safetensors"  # inside the bench folder: a resumed bench skips the refit
+
+
+def cached_hyper(cache_dir: Path | None, fields: dict, fit) -> tuple[Hyper, bool]:
+    """(``fit()``, False), or (the `Hyper` a previous call with the same ``fields`` saved in
+    ``cache_dir``, True): a resumed bench would otherwise refit it (minutes on the bench preset)
+    for every invocation. A cache that is unreadable or was fitted on other fields is refit
+    and overwritten, never an error: it is a cache, not an input."""
+    if cache_dir is None:
+        return fit(), False
+    path = Path(cache_dir) / HYPER_CACHE
+    key = fingerprint(fields)
+    try:
+        with safe_open(str(path), "pt") as f:
+            if (f.metadata() or {}).get("fingerprint") == key:
+                state = {name: f.get_tensor(name) for name in f.keys()}
+                model = Hyper(
+                    state["net.0.weight"].shape[1],
+                    state["out.weight"].shape[0],
+                    hidden=state["net.0.weight"].shape[0],
+                )
+                model.load_state_dict(state)
+                return model, True
+    except (OSError, SafetensorError, KeyError, RuntimeError):
+        pass  # missing or damaged: fit again below
+    model = fit()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(tmp),
+            metadata={"fingerprint": key},
+        )
+    return model, False
+
+
 @dataclass
 class Baselines:
     """Every text baseline, fitted on one run folder's training checkpoints.
@@ -203,6 +244,7 @@ class Baselines:
     func_loss: FunctionSpaceLoss | None = None
     knn_k: int = 5
     fit_seconds: float = 0.0
+    hyper_from_cache: bool = False  # read from the bench folder's cache, not refit
 
     @classmethod
     def fit(
@@ -277,13 +319,24 @@ class Baselines:
                 )
                 for p in concept_pairs(read_pairs(out, train_ids), config.collect)
             }
-            fitted.hyper = train_hyper(
-                data,
-                pairs,
-                fitted.func_loss,
-                epochs=recipe.hyper_epochs,
-                seed=config.data.seed,
-                lr_schedule=recipe.hyper_lr_schedule,
+            fitted.hyper, fitted.hyper_from_cache = cached_hyper(
+                cache_dir,
+                {
+                    "recipe": dataclasses.asdict(recipe),
+                    "concepts": train_ids,
+                    "seed": config.data.seed,
+                    "func_pairs": config.train.func_pairs,
+                    "block_size": config.denoiser.block_size,
+                    "encoder": encoder,
+                },
+                lambda: train_hyper(
+                    data,
+                    pairs,
+                    fitted.func_loss,
+                    epochs=recipe.hyper_epochs,
+                    seed=config.data.seed,
+                    lr_schedule=recipe.hyper_lr_schedule,
+                ),
             )
         fitted.fit_seconds = time.perf_counter() - start
         return fitted

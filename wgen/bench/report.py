@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from wgen.bench import curves, stats
+from wgen.bench import clock, curves, stats
 from wgen.bench.methods import METHODS, TEXT_BASELINES
 from wgen.config import BenchConfig, Config
 from wgen.core.runtime import print0, read_json, write_json
@@ -294,11 +294,12 @@ def write_results(plan, config: Config, hardware: dict[str, Any], seconds: float
     """results.json, report.md and the figures from every finished run of ``plan``."""
     from wgen.gan.metrics import build_feature_extractor
 
+    bench = config.bench
     runs = load_runs(plan)
+    costs = clock.normalise(runs) if bench.clock == "normalised" else None
     add_metrics(runs, config)
     summary = summarise(runs, plan.methods)
     ratios = speedups(runs, summary)
-    bench = config.bench
     per_concept: dict[str, dict[str, Any]] = {}
     for concept in plan.concepts:
         mine = [r for r in runs if r["concept_id"] == concept.concept_id]
@@ -313,6 +314,8 @@ def write_results(plan, config: Config, hardware: dict[str, Any], seconds: float
         "notes": "times in seconds, generation + training, evaluation excluded; 'inf' = never "
         "(a run that did not get there counts as +inf in every median)",
         "quality_metric": QUALITY,
+        # normalised: each method's median cost per step and generation seconds (these)
+        "clock": {"name": bench.clock, "method_costs": costs},
         "summary": summary,
         "speedups": ratios,
         "goals": goals(runs, summary, ratios),
@@ -443,6 +446,22 @@ def steps_table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join([head, *rows])
 
 
+def clock_text(used: dict[str, Any]) -> str:
+    """How the report's seconds were read (`wgen.bench.clock`)."""
+    if used["name"] == "wall":
+        return "on each run's own wall clock (`bench.clock=wall`)"
+    costs = ", ".join(
+        f"{m} {c['seconds_per_step'] * 1000:.0f} ms/step ({c['trains']}) + {c['generation_seconds']:.2f} s"
+        for m, c in used["method_costs"].items()
+    )
+    return (
+        "on the load-normalised clock (`bench.clock=normalised`: a run's time at step s is "
+        "its method's median generation seconds + s × its median seconds per step, so the "
+        "machine's other load does not decide a paired ratio; `--set bench.clock=wall` reads "
+        f"each run's own clock): {costs}"
+    )
+
+
 def write_report(path: Path, results: dict[str, Any], figures: list[Path]) -> Path:
     summary, ratios, rule = results["summary"], results["speedups"], results["rule"]
     budgets = next(iter(summary.values()))["median_quality_at"] if summary else {}
@@ -469,7 +488,8 @@ def write_report(path: Path, results: dict[str, Any], figures: list[Path]) -> Pa
         f"selection L1 is within {rule['converge_delta']:.0%} of the run's converged value.",
         "",
         "**Statistics.** Times are generation + training, evaluation excluded, "
-        f"{results['torch_threads']} torch thread(s) per run on {results['hardware']['cpu']}. "
+        f"{results['torch_threads']} torch thread(s) per run on {results['hardware']['cpu']}, "
+        f"{clock_text(results['clock'])}. "
         "Medians over every run: a run that never got there counts as +inf (**never** when "
         "the median itself is, as it is once half the runs never got there), with the runs "
         "that got there in brackets. A target is "

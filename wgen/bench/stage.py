@@ -70,6 +70,7 @@ NOT_FINGERPRINTED = {
     "budgets",
     "auc_steps",
     "grid_step",
+    "clock",
 }
 
 
@@ -178,8 +179,11 @@ def generator_field(out: Path, generator_dir: str | Path | None) -> str | None:
 
 
 def bench_differences(out: Path, record: dict[str, Any], fields: dict[str, Any]) -> list[str]:
-    """The fields in which a bench record differs from ``fields`` (none: the same bench)."""
-    old = {**record["fields"], "generator": generator_field(out, record["fields"].get("generator"))}
+    """The fields in which a bench record differs from ``fields`` (none: the same bench).
+    A bench that ran no generator method (its record names none) goes on with one: its runs
+    do not depend on which generator is benched next."""
+    recorded = generator_field(out, record["fields"].get("generator"))
+    old = {**record["fields"], "generator": recorded or fields.get("generator")}
     if fingerprint(old) == fingerprint(fields):
         return []
     return [
@@ -678,7 +682,8 @@ def run_bench(
         print0(
             f"bench: text baselines fitted on {len(baselines.data.concept_ids)} training "
             f"concepts × {1 + recipe.paraphrases} wordings in {baselines.fit_seconds:.1f} s "
-            f"(hyper: {recipe.hyper_epochs} epochs, {recipe.hyper_lr_schedule} rate)"
+            f"(hyper: {recipe.hyper_epochs} epochs, {recipe.hyper_lr_schedule} rate"
+            f"{', read from its cache' if baselines.hyper_from_cache else ''})"
         )
         if any(m.startswith("wgen-") for m in needed):
             from wgen.generator.checkpoint import WeightGenerator

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wgen.bench.clock import CLOCKS
 from wgen.bench.methods import METHODS
 from wgen.config import Config, at_least, need, positive
 from wgen.generator.schedule import LR_SCHEDULES
@@ -34,6 +35,7 @@ def validate(config: Config) -> None:
     for name in ("hyper_epochs", "paraphrases"):
         if getattr(bench, name) is not None:
             at_least(bench, name, 0, "or none for the generator's")
+    need(bench.clock in CLOCKS, "bench.clock", bench.clock, f"one of {', '.join(CLOCKS)}")
     if bench.hyper_lr_schedule is not None:
         need(
             bench.hyper_lr_schedule in LR_SCHEDULES,
