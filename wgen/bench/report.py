@@ -457,7 +457,8 @@ def clock_text(used: dict[str, Any]) -> str:
     )
     return (
         "on the load-normalised clock (`bench.clock=normalised`: a run's time at step s is "
-        "its method's median generation seconds + s × its median seconds per step, so the "
+        "its method's median generation seconds + s × the median seconds per step of what it "
+        "trains (a LoRA, or the whole GAN for scratch), so the "
         "machine's other load does not decide a paired ratio; `--set bench.clock=wall` reads "
         f"each run's own clock): {costs}"
     )
