@@ -406,7 +406,7 @@ class DistillConfig:
     down to 1. Each stage and round is one Ray Train run (`train.workers` workers).
     """
 
-    target: str = "generator"  # what is distilled: "generator" (p-diff's latent DDPM: not yet)
+    target: str = "generator"  # what is distilled: "generator" or "pdiff" (p-diff's latent DDPM)
     teacher_dir: str | None = None  # the guided teacher's generator folder; None = <out>/generator
     w_min: float = 0.0  # smallest guidance weight w the students learn (0 = unguided)
     # largest w; each training sample draws w ~ U[w_min, w_max]. 1, not the paper's 4: on the
@@ -425,6 +425,10 @@ class DistillConfig:
     # generate.single_step_t), this share of each batch; 0 = Meng et al.'s data-noised z_t only.
     single_step_share: float = 0.5
     bench_guidance: float = 1.0  # w of the bench's wgen-cfg method (the guided teacher)
+    # target pdiff: DDIM steps of the first teacher (the p-diff model), a power of two; rounds
+    # halve it down to 1 step. Each round trains pdiff_epochs passes over the zoo's latents.
+    pdiff_steps: int = 64
+    pdiff_epochs: int = 300
 
 
 @dataclass
@@ -1079,11 +1083,21 @@ def validate_distill(config: Config) -> None:
     denoiser.cond_drop > 0) is `wgen.distill.stage.prepare_distill`'s, also before Ray starts."""
     dist = config.distill
     _need(
-        dist.target == "generator",
+        dist.target in ("generator", "pdiff"),
         "distill.target",
         dist.target,
-        "only generator is distilled in this version (p-diff's latent DDPM is not yet)",
+        "generator (the weight generator) or pdiff (p-diff's latent DDPM)",
     )
+    if dist.target == "pdiff":  # the rest is the generator's; the run folder is checked later
+        _need(
+            dist.pdiff_steps >= 1 and dist.pdiff_steps & (dist.pdiff_steps - 1) == 0,
+            "distill.pdiff_steps",
+            dist.pdiff_steps,
+            "must be a power of two (1, 2, 4, 8, ...): each round halves the steps down to 1",
+        )
+        _at_least(dist, "pdiff_epochs", 1)
+        _positive(dist, "lr")
+        return
     _at_least(dist, "w_min", 0, "w = 0 is the unguided model")
     _need(
         dist.w_min <= dist.w_max,

@@ -139,7 +139,12 @@ def round_name(teacher_run: str, config: Config, round_: Round) -> str:
 
 def run_distill(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     """Distil ``<out>/generator`` (or distill.teacher_dir) round by round into
-    ``<out>/distill/<round>/``; a finished round is kept unless ``force``."""
+    ``<out>/distill/<round>/``; a finished round is kept unless ``force``. distill.target
+    pdiff: p-diff's latent DDPM instead (`wgen.distill.pdiff`)."""
+    if config.distill.target == "pdiff":
+        from wgen.distill.pdiff import run_pdiff_distill
+
+        return run_pdiff_distill(config, out, force=force)
     out = Path(out).resolve()
     teacher, teacher_config = prepare_distill(config, out)
     rounds = distill_rounds(config.distill.start_steps)
