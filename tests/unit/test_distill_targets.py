@@ -13,6 +13,7 @@ from wgen.distill.targets import (
     check_power_of_two,
     ddim_step,
     draw_w,
+    progressive_loss,
     progressive_target,
     student_timesteps,
 )
@@ -84,3 +85,30 @@ def test_a_step_count_that_is_not_a_power_of_two_is_refused(steps):
 def test_draw_w_stays_in_its_range():
     w = draw_w(1000, 0.5, 2.0, torch.Generator().manual_seed(0))
     assert w.min() >= 0.5 and w.max() <= 2.0 and w.std() > 0.3
+
+
+def test_progressive_loss_of_an_unconditional_latent_model_against_a_hand_computed_case():
+    """p-diff's latent DDPM (ε-prediction, no text, no w): a teacher with ε̂ ≡ 0 predicts
+    x̂ = z_t/α_t at every t, so its two DDIM half-steps keep z ∝ α and x̃ = z_t/α_t; a
+    student with ε̂ ≡ 1 predicts (z_t − σ_t)/α_t, off by σ_t/α_t everywhere. With one
+    step, t = T − 1: the loss is (σ_{T−1}/α_{T−1})²."""
+
+    class Constant(torch.nn.Module):
+        def __init__(self, value: float) -> None:
+            super().__init__()
+            self.value = value
+
+        def forward(self, x, t, n=None, text=None, extra_cond=None, drop_text=None):
+            assert extra_cond is None and drop_text is None  # nothing conditions it
+            return torch.full_like(x, self.value)
+
+    dif = diffusion("epsilon", timesteps=100)
+    z0 = torch.randn(6, 4, 8, generator=torch.Generator().manual_seed(0))  # (B, C, L) latents
+    n, text = torch.zeros(6, dtype=torch.long), torch.zeros(6, 0)
+    mask = torch.ones_like(z0, dtype=torch.bool)
+    args = (dif, 1, z0, mask, n, text, None, torch.Generator().manual_seed(1))
+    loss = progressive_loss(Constant(1.0), Constant(0.0), *args, teacher_guidance_input=True)
+    alpha, sigma = dif.alpha_sigma(torch.tensor([99]), z0)
+    assert loss.item() == pytest.approx((sigma / alpha).item() ** 2, rel=1e-4)
+    same = progressive_loss(Constant(0.0), Constant(0.0), *args[:-1], torch.Generator())
+    assert same.item() == pytest.approx(0.0, abs=1e-6)

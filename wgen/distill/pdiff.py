@@ -74,6 +74,7 @@ ROUNDS_FILE = "rounds.json"
 SAMPLERS_FILE = "samplers.json"
 MODEL_FILES = (AE_FILE, DENOISER_FILE, CODEC_FILE, MANIFEST_FILE, STATE_FILE, "info.json")
 _SAMPLE_KEY = 9  # the seed purpose of p-diff's own samples (`wgen.pdiff.stage`)
+LOSS_METRICS = ("train_loss", "fixed_loss", "initial_fixed_loss")
 TIMING_REPEATS = 3  # sampling is timed this many times; the fastest counts
 
 
@@ -139,16 +140,19 @@ def zoo_latents(model: PdiffModel, vectors: np.ndarray) -> np.ndarray:
     return (z / model.state.latent_scale).numpy()
 
 
+LOSS_SPACE = "z"  # the DDPM predicts ε: its x̂ is ill-conditioned near t = T (`progressive_loss`)
+
+
 def round_loss(
     student, teacher: PdiffModel, diffusion, steps: int, z0: torch.Tensor, generator
 ) -> torch.Tensor:
     """The progressive loss of one batch of latents (every value is real: the mask is all
-    ones; no block index, no text, no w)."""
+    ones; no block index, no text, no w), in LOSS_SPACE."""
     n, text = unconditional(z0.shape[0])
     mask = torch.ones_like(z0, dtype=torch.bool)
     return progressive_loss(
         student, teacher.denoiser, diffusion, steps, z0, mask, n, text, None, generator,
-        teacher_guidance_input=True,
+        teacher_guidance_input=True, space=LOSS_SPACE,
     )  # fmt: skip
 
 
@@ -182,8 +186,11 @@ def pdiff_loop_per_worker(loop_config: dict[str, Any]) -> None:
     student = build_latent_denoiser(cfg, teacher.ae.latent_shape)
     student.load_state_dict(teacher.denoiser.state_dict())
     # No weight decay: a student that already matches its teacher must stay where it is.
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.distill.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        student.parameters(), lr=config.distill.pdiff_lr, weight_decay=0.0
+    )
     state, checkpoint = TrainState(), ray.train.get_checkpoint()
+    initial = fixed_loss(student, teacher, round_.steps, z0, cfg.seed)  # the student = teacher
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             student.load_state_dict(PdiffModel.load(Path(folder)).denoiser.state_dict())
@@ -204,8 +211,12 @@ def pdiff_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if epoch % cfg.report_every and epoch != epochs:
             continue
         student.eval()
-        metrics = {"epoch": epoch, "train_loss": loss, "fixed_loss": fixed_loss(
-            student, teacher, round_.steps, z0, cfg.seed)}  # fmt: skip
+        metrics = {
+            "epoch": epoch,
+            "train_loss": loss,
+            "fixed_loss": fixed_loss(student, teacher, round_.steps, z0, cfg.seed),
+            "initial_fixed_loss": initial,
+        }
         student.train()
         state.history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
@@ -227,8 +238,8 @@ def pdiff_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 left = (time.perf_counter() - start) / (epoch - first + 1) * (epochs - epoch)
                 print0(
                     f"distill pdiff {loop_config['setting']}-{round_.name}: epoch "
-                    f"{epoch}/{epochs} ({left / 60:.1f} min left) loss {loss:.5f} · fixed-seed "
-                    f"{metrics['fixed_loss']:.5f}"
+                    f"{epoch}/{epochs} ({left / 60:.1f} min left) loss {loss:.3e} · fixed-seed "
+                    f"{metrics['fixed_loss']:.3e} (initial {initial:.3e})"
                 )
             ray.train.report(metrics, checkpoint=attached)
 
@@ -244,8 +255,11 @@ def round_complete(folder: Path, name: str, epochs: int) -> bool:
 def round_name(teacher_run: str, setting: str, config: Config, round_: Round) -> str:
     """The Ray Train run name: the teacher's run and what shapes the student (not the
     epochs: more epochs continue the same run)."""
-    shaping = {"lr": config.distill.lr, "round": dataclasses.asdict(round_), "setting": setting}
-    return f"distill-pdiff-{setting}-{round_.name}-{fingerprint({'teacher': teacher_run, **shaping})}"
+    dist = config.distill
+    shaping = {"lr": dist.pdiff_lr, "loss": LOSS_SPACE, "round": dataclasses.asdict(round_)}
+    return (
+        f"distill-pdiff-{setting}-{round_.name}-{fingerprint({'teacher': teacher_run, **shaping})}"
+    )
 
 
 def export_round(checkpoint, folder: Path) -> PdiffModel:
@@ -321,13 +335,15 @@ def run_pdiff_distill(config: Config, out: Path, force: bool = False) -> dict[st
                     raise RuntimeError(f"run {name} reported no checkpoint; see {folder}")
                 info = export_round(result.checkpoint, target).info
                 info["job_seconds"] = round(time.perf_counter() - start, 2)
-                metrics = info.get("metrics", {})
+                losses = [info.get("metrics", {}).get(k, math.nan) for k in LOSS_METRICS]
                 print0(
                     f"distill pdiff: {setting}-{round_.name} → {target} in "
-                    f"{info['job_seconds']:.1f} s (loss {metrics.get('train_loss', math.nan):.5f}, "
-                    f"fixed-seed {metrics.get('fixed_loss', math.nan):.5f})"
+                    f"{info['job_seconds']:.1f} s (loss {losses[0]:.3e}, fixed-seed "
+                    f"{losses[1]:.3e}, before training {losses[2]:.3e})"
                 )
-            summary = {k: info[k] for k in ("epochs_trained", "job_seconds", "metrics") if k in info}
+            summary = {
+                k: info[k] for k in ("epochs_trained", "job_seconds", "metrics") if k in info
+            }
             records.append({**record, "run_name": name, **summary})
             write_json(folder / ROUNDS_FILE, {"rounds": records})
             teacher, teacher_run = target, name  # the next round distils this one
@@ -351,9 +367,7 @@ def sampler_list(config: Config, out: Path, setting: str, rounds: list[Round]):
     steps = [cfg.train_timesteps, cfg.sample_steps, config.distill.pdiff_steps]
     steps += [r.steps for r in rounds]
     listed = [(f"teacher DDIM {n}", teacher, n) for n in dict.fromkeys(steps)]
-    return listed + [
-        (f"student {r.steps}", round_folder(out, setting, r), r.steps) for r in rounds
-    ]
+    return listed + [(f"student {r.steps}", round_folder(out, setting, r), r.steps) for r in rounds]
 
 
 def evaluate_samplers(

@@ -165,12 +165,19 @@ def progressive_loss(
     w: torch.Tensor | None,
     generator: torch.Generator,
     teacher_guidance_input: bool = True,
+    space: str = "x",
 ) -> torch.Tensor:
     """Stage 2: the ``steps``-step student's x̂ at a grid point t against x̃ from two DDIM
     half-steps t → m → s of its (2·steps)-step teacher, m = t − T // (2·steps),
     s = t − T // steps. ``teacher_guidance_input``: the teacher is a w-student (one pass);
     False: a guided teacher (two passes each). ``w`` None: an unconditional teacher and
-    student (p-diff's latent DDPM), one pass each, ``teacher_guidance_input`` True."""
+    student (p-diff's latent DDPM), one pass each, ``teacher_guidance_input`` True.
+
+    ``space`` "x": ‖x̂ − x̃‖² (Salimans & Ho). "z": where the student's DDIM step lands
+    against z_s, ‖(α_s − (σ_s/σ_t)·α_t)·(x̂ − x̃)‖², the same target weighted per t: an
+    ε-predicting model's x̂ = (z_t − σ_t·ε̂)/α_t is ill-conditioned near t = T (α_t → 0),
+    where x-space errors of the student's ε̂ grow by (σ_t/α_t)² and swamp every other t,
+    while its step from there moves z by a small multiple of x̂ (the clean end: weight 1)."""
     batch, device = x0.shape[0], x0.device
     grid = student_timesteps(diffusion, steps)
     t = grid[torch.randint(0, steps, (batch,), generator=generator)]
@@ -190,4 +197,10 @@ def progressive_loss(
         x0_m = teacher_x0(teacher, diffusion, z_m, m, n, text, w, guided)
         z_s = ddim_step(x0_m, z_m, alpha_m, sigma_m, alpha_s, sigma_s)
         target = progressive_target(z_t, z_s, alpha_t, sigma_t, alpha_s, sigma_s)
-    return masked_mse(_student_x0(student, diffusion, z_t, t, n, text, w), target, mask)
+    student_x0 = _student_x0(student, diffusion, z_t, t, n, text, w)
+    if space == "z":
+        scale = alpha_s - sigma_s / sigma_t * alpha_t  # z_s's change per unit of x̂
+        return masked_mse(scale * student_x0, scale * target, mask)
+    if space != "x":
+        raise ValueError(f"progressive loss space must be 'x' or 'z', got {space!r}")
+    return masked_mse(student_x0, target, mask)
