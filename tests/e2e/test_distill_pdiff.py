@@ -19,11 +19,10 @@ from wgen.distill.pdiff import (
     SAMPLERS_FILE,
     fixed_loss,
     round_folder,
-    teacher_model_folder,
     zoo_latents,
 )
 from wgen.pdiff.fit import PdiffModel
-from wgen.pdiff.stage import run_pdiff
+from wgen.pdiff.stage import model_folder, run_pdiff
 from wgen.pdiff.zoo import read_zoo
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]  # about 100 s on a loaded 2-core machine
@@ -50,7 +49,7 @@ def test_every_round_writes_a_pdiff_model_that_samples_with_its_steps(distilled)
     rounds = read_json(distilled / "distill/pdiff" / ROUNDS_FILE)["rounds"]
     assert [(r["round"], r["teacher_steps"]) for r in rounds] == [("steps-2", 4), ("steps-1", 2)]
     assert all(r["job_seconds"] > 0 and r["epochs_trained"] == 20 for r in rounds)
-    teacher = PdiffModel.load(teacher_model_folder(distilled, "convnet"))
+    teacher = PdiffModel.load(model_folder(distilled, "convnet"))
     for steps in (2, 1):
         student = PdiffModel.load(
             round_folder(distilled, "convnet", Round(f"steps-{steps}", steps, True))
@@ -64,7 +63,7 @@ def test_every_round_writes_a_pdiff_model_that_samples_with_its_steps(distilled)
 def test_a_round_brings_the_one_step_student_closer_to_the_teachers_two_steps(distilled):
     """The same t and noise (a fixed seed): the student's one DDIM step lands nearer the
     teacher's two than the student did before training (when it was its teacher)."""
-    teacher = PdiffModel.load(teacher_model_folder(distilled, "convnet"))
+    teacher = PdiffModel.load(model_folder(distilled, "convnet"))
     student = PdiffModel.load(round_folder(distilled, "convnet", Round("steps-2", 2, True)))
     z0 = torch.from_numpy(zoo_latents(teacher, read_zoo(distilled, "convnet").vectors))
     for seed in (0, 1, 2):

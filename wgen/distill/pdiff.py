@@ -46,8 +46,15 @@ from wgen.core.runtime import (
     write_json,
 )
 from wgen.distill.fit import Round
+from wgen.distill.stage import DISTILL_DIR, ROUNDS_FILE
 from wgen.distill.targets import check_power_of_two, progressive_loss
-from wgen.generator.fit import TRAIN_STATE_FILE, TrainState, load_optimizer, save_optimizer
+from wgen.generator.fit import (
+    RAY_RESULTS_DIR,
+    TRAIN_STATE_FILE,
+    TrainState,
+    load_optimizer,
+    save_optimizer,
+)
 from wgen.pdiff import analysis
 from wgen.pdiff.data import load_images
 from wgen.pdiff.fit import (
@@ -65,12 +72,10 @@ from wgen.pdiff.fit import (
     shard_rows,
     unconditional,
 )
-from wgen.pdiff.stage import evaluate
-from wgen.pdiff.zoo import PDIFF_DIR, derived_seed, read_zoo
+from wgen.pdiff.stage import evaluate, model_folder
+from wgen.pdiff.zoo import derived_seed, read_zoo
 
 PDIFF_TARGET = "pdiff"  # <out>/distill/pdiff/
-RAY_RESULTS = "ray_results"
-ROUNDS_FILE = "rounds.json"
 SAMPLERS_FILE = "samplers.json"
 MODEL_FILES = (AE_FILE, DENOISER_FILE, CODEC_FILE, MANIFEST_FILE, STATE_FILE, "info.json")
 _SAMPLE_KEY = 9  # the seed purpose of p-diff's own samples (`wgen.pdiff.stage`)
@@ -88,12 +93,8 @@ def pdiff_rounds(teacher_steps: int) -> list[Round]:
     return rounds
 
 
-def teacher_model_folder(out: Path, setting: str) -> Path:
-    return Path(out) / PDIFF_DIR / setting / "model"
-
-
 def round_folder(out: Path, setting: str, round_: Round) -> Path:
-    return Path(out) / "distill" / PDIFF_TARGET / f"{setting}-{round_.name}"
+    return Path(out) / DISTILL_DIR / PDIFF_TARGET / f"{setting}-{round_.name}"
 
 
 def prepare_pdiff_distill(config: Config, out: Path) -> dict[str, Path]:
@@ -102,7 +103,7 @@ def prepare_pdiff_distill(config: Config, out: Path) -> dict[str, Path]:
     by the workers. Returns each setting's teacher folder."""
     teachers = {}
     for setting in config.pdiff.settings:
-        folder = teacher_model_folder(out, setting)
+        folder = model_folder(out, setting)
         missing = [name for name in MODEL_FILES if not (folder / name).exists()]
         if missing:
             raise InputFileError(
@@ -277,7 +278,7 @@ def run_pdiff_distill(config: Config, out: Path, force: bool = False) -> dict[st
     out = Path(out).resolve()
     teachers = prepare_pdiff_distill(config, out)
     rounds = pdiff_rounds(config.distill.pdiff_steps)
-    folder = out / "distill" / PDIFF_TARGET
+    folder = out / DISTILL_DIR / PDIFF_TARGET
     earlier = {
         r["run_name"]: r
         for r in (
@@ -305,7 +306,7 @@ def run_pdiff_distill(config: Config, out: Path, force: bool = False) -> dict[st
                 "teacher_steps": 2 * round_.steps,
             }
             if force:
-                shutil.rmtree(folder / RAY_RESULTS / name, ignore_errors=True)
+                shutil.rmtree(folder / RAY_RESULTS_DIR / name, ignore_errors=True)
             if not force and round_complete(target, name, config.distill.pdiff_epochs):
                 info = {**earlier.get(name, {}), **read_json(target / "info.json")}
                 print0(f"distill pdiff: {target} is complete (run {name}); skipping")
@@ -329,7 +330,7 @@ def run_pdiff_distill(config: Config, out: Path, force: bool = False) -> dict[st
                 )
                 result = fit_rows(
                     pdiff_loop_per_worker, loop_config, student_cfg, name,
-                    folder / RAY_RESULTS, latents,
+                    folder / RAY_RESULTS_DIR, latents,
                 )  # fmt: skip
                 if result.checkpoint is None:
                     raise RuntimeError(f"run {name} reported no checkpoint; see {folder}")
@@ -362,7 +363,7 @@ def sampler_list(config: Config, out: Path, setting: str, rounds: list[Round]):
     """(label, folder, steps): the teacher with its full chain (T DDIM steps), p-diff's
     pdiff.sample_steps, distillation's pdiff_steps and, as the control, each student's step
     count undistilled; then each student with its own steps."""
-    teacher = teacher_model_folder(out, setting)
+    teacher = model_folder(out, setting)
     cfg = PdiffModel.load(teacher).cfg
     steps = [cfg.train_timesteps, cfg.sample_steps, config.distill.pdiff_steps]
     steps += [r.steps for r in rounds]
@@ -377,14 +378,14 @@ def evaluate_samplers(
     TIMING_REPEATS, decoding included) and the held-out accuracy of those models, plus
     their mean L2 distance (raw parameters) to the teacher's distillation-teacher samples
     from the same noise."""
-    cfg = PdiffModel.load(teacher_model_folder(out, setting)).cfg  # its data, seed, samples
+    cfg = PdiffModel.load(model_folder(out, setting)).cfg  # its data, seed, samples
     data = load_images(cfg)
     zoo = read_zoo(out, setting)
     seed = derived_seed(cfg.seed, _SAMPLE_KEY)
     y_heldout = data.y_heldout.numpy()
     rows, reference = [], None
     with torch_threads(config.pdiff.threads):
-        reference = PdiffModel.load(teacher_model_folder(out, setting)).sample(
+        reference = PdiffModel.load(model_folder(out, setting)).sample(
             cfg.samples, seed, config.distill.pdiff_steps
         )
         for label, folder, steps in sampler_list(config, out, setting, rounds):

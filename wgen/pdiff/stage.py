@@ -57,10 +57,15 @@ def evaluate(zoo: Zoo, cfg: PdiffConfig, setting: str, data: ImageData, vectors:
     return np.stack(train), np.stack(heldout)
 
 
+def model_folder(out: Path, setting: str) -> Path:
+    """Where a setting's trained model (`PdiffModel`) lives in a run folder."""
+    return Path(out) / PDIFF_DIR / setting / "model"
+
+
 def fit_or_load(config: Config, out: Path, setting: str, zoo: Zoo) -> tuple[PdiffModel, float]:
     """The trained model of this setting (reused if its fit settings match); wall seconds."""
     cfg = config.pdiff
-    folder = out / PDIFF_DIR / setting / "model"
+    folder = model_folder(out, setting)
     start = time.perf_counter()
     if model_complete(folder, cfg, setting):
         print0(f"pdiff: {setting} model {folder} matches these settings; reusing it")
