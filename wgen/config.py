@@ -427,10 +427,12 @@ class DistillConfig:
     bench_guidance: float = 1.0  # w of the bench's wgen-cfg method (the guided teacher)
     # target pdiff: DDIM steps of the first teacher (the p-diff model), a power of two; rounds
     # halve it down to 1 step. Each round trains pdiff_epochs passes over the zoo's latents
+    # (1000: the demo ConvNet's 4-step student 0.013 from the 64-step samples, 300: 0.020)
     # with AdamW at pdiff_lr (1e-3 made the 64 → 32 student worse than its teacher on the demo
     # zoo; 1e-4 and 1e-5 closer to the 64-step samples than the teacher's 32 steps)
+    # (docs/results/distill/pdiff.md)
     pdiff_steps: int = 64
-    pdiff_epochs: int = 300
+    pdiff_epochs: int = 1000
     pdiff_lr: float = 1e-4
 
 
