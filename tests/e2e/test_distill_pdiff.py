@@ -30,9 +30,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]  # about 100 s on a loa
 SETS = ["pdiff.settings=[convnet]", "distill.pdiff_steps=4", "distill.pdiff_epochs=20"]
 
 
-def distill(out: Path):
+def distill(out: Path, *sets: str):
     args = ["distill", "--preset", "tiny", "--out", str(out), "--target", "pdiff"]
-    result = CliRunner().invoke(app, [*args, *[x for s in SETS for x in ("--set", s)]])
+    result = CliRunner().invoke(app, [*args, *[x for s in (*SETS, *sets) for x in ("--set", s)]])
     assert result.exit_code == 0, result.output
     return result
 
@@ -84,3 +84,12 @@ def test_a_second_command_skips_the_finished_rounds_and_tables_every_sampler(dis
     assert labels == [f"teacher DDIM {n}" for n in (100, 5, 4, 2, 1)] + ["student 2", "student 1"]
     assert all(r["sampling_s"] > 0 and 0 <= r["heldout_acc"]["mean"] <= 1 for r in rows)
     assert rows[2]["distance_to_teacher"] == 0.0  # the reference: the 4-step teacher itself
+
+
+def test_more_epochs_continue_each_round_from_its_checkpoint(distilled):
+    """Last in this file: it trains the fixture's rounds further. The run name leaves the
+    epochs out, so the same rounds resume from their epoch-20 checkpoints."""
+    distill(distilled, "distill.pdiff_epochs=30")
+    rounds = read_json(distilled / "distill/pdiff" / ROUNDS_FILE)["rounds"]
+    assert [r["epochs_trained"] for r in rounds] == [30, 30]
+    assert [r["metrics"]["first_epoch"] for r in rounds] == [21, 21]

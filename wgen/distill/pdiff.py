@@ -217,6 +217,7 @@ def pdiff_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_loss": loss,
             "fixed_loss": fixed_loss(student, teacher, round_.steps, z0, cfg.seed),
             "initial_fixed_loss": initial,
+            "first_epoch": first,  # > 1: this worker group resumed from a checkpoint
         }
         student.train()
         state.history.append(metrics)

@@ -95,7 +95,8 @@ def run_setting(config: Config, out: Path, setting: str, data: ImageData) -> dic
 
     with torch_threads(cfg.threads):
         start = time.perf_counter()
-        generated = model.sample(cfg.samples, derived_seed(cfg.seed, _SAMPLE_KEY))
+        # this command's pdiff.sample_steps, not the one saved with a reused model
+        generated = model.sample(cfg.samples, derived_seed(cfg.seed, _SAMPLE_KEY), cfg.sample_steps)
         timings["sampling_s"] = time.perf_counter() - start
 
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _BASELINE_KEY]))
