@@ -317,6 +317,9 @@ class PdiffConfig:
     train_timesteps: int = 1000  # T of the latent DDPM schedule
     beta_schedule: str = "linear"  # diffusers beta schedule name
     sample_steps: int = 100  # DDIM steps when sampling latents
+    # a p-diff model folder to sample from instead of the fitted one, e.g. a distilled student
+    # "RUN/distill/pdiff/{setting}-steps-4" ({setting}: each setting's name); None = the fitted
+    sampler_dir: str | None = None
     samples: int = 100  # models generated (and drawn for every baseline) per setting
     noise_scales: list[float] = field(
         default_factory=lambda: [0.05, 0.2]

@@ -86,6 +86,18 @@ def test_a_second_command_skips_the_finished_rounds_and_tables_every_sampler(dis
     assert rows[2]["distance_to_teacher"] == 0.0  # the reference: the 4-step teacher itself
 
 
+def test_pdiff_reports_a_student_with_its_steps(distilled):
+    """`wgen pdiff` with pdiff.sampler_dir and pdiff.sample_steps: the run's zoo and fitted
+    model are reused, the generated models come from the 1-step student."""
+    student = f"{distilled}/distill/pdiff/{{setting}}-steps-1"
+    sets = ["pdiff.settings=convnet", f"pdiff.sampler_dir={student}", "pdiff.sample_steps=1"]
+    results = run_pdiff(load_config("tiny", sets), distilled)["settings"]["convnet"]
+    folder = str(distilled / "distill/pdiff/convnet-steps-1")
+    assert results["sampler"] == {"folder": folder, "steps": 1}
+    assert results["methods"]["p-diff"]["models"] == 6 and results["zoo_shards_trained"] == []
+    assert f"p-diff's models: {folder}, 1 DDIM steps" in (distilled / "pdiff/report.md").read_text()
+
+
 def test_more_epochs_continue_each_round_from_its_checkpoint(distilled):
     """Last in this file: it trains the fixture's rounds further. The run name leaves the
     epochs out, so the same rounds resume from their epoch-20 checkpoints."""

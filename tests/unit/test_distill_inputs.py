@@ -157,3 +157,17 @@ def test_a_one_step_student_samples_from_the_last_timestep():
     assert one.generate.guidance == 0.0 and one.train.threads == 2
     w = student_config(teacher, command, Round("w", 2, False))
     assert w.generate.single_step_t == teacher.generate.single_step_t and w.generate.steps == 2
+
+
+def test_pdiff_refuses_a_sampler_folder_without_a_model_before_ray(tmp_path, no_ray):
+    args = ["pdiff", "--preset", "tiny", "--out", str(tmp_path / "run")]
+    sets = [
+        "--set",
+        "pdiff.settings=[convnet]",
+        "--set",
+        f"pdiff.sampler_dir={tmp_path}/{{setting}}",
+    ]
+    result = invoke(*args, *sets)
+    assert result.exit_code == 2, result.output
+    line = first_error_line(result.output)
+    assert "pdiff.sampler_dir=" in line and f"{tmp_path}/convnet holds no p-diff model" in line
