@@ -178,6 +178,8 @@ def progressive_loss(
     ε-predicting model's x̂ = (z_t − σ_t·ε̂)/α_t is ill-conditioned near t = T (α_t → 0),
     where x-space errors of the student's ε̂ grow by (σ_t/α_t)² and swamp every other t,
     while its step from there moves z by a small multiple of x̂ (the clean end: weight 1)."""
+    if space not in ("x", "z"):
+        raise ValueError(f"progressive loss space must be 'x' or 'z', got {space!r}")
     batch, device = x0.shape[0], x0.device
     grid = student_timesteps(diffusion, steps)
     t = grid[torch.randint(0, steps, (batch,), generator=generator)]
@@ -201,6 +203,4 @@ def progressive_loss(
     if space == "z":
         scale = alpha_s - sigma_s / sigma_t * alpha_t  # z_s's change per unit of x̂
         return masked_mse(scale * student_x0, scale * target, mask)
-    if space != "x":
-        raise ValueError(f"progressive loss space must be 'x' or 'z', got {space!r}")
     return masked_mse(student_x0, target, mask)
