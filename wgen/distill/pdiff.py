@@ -4,8 +4,9 @@ Stage 2 only (Salimans & Ho, ICLR 2022, as Meng et al. use it): p-diff's DDPM is
 unconditional, so there is no guidance to distil. The teacher is the trained p-diff model
 (``<out>/pdiff/<setting>/model``) sampled with `distill.pdiff_steps` DDIM steps; each round
 a student with half its teacher's steps, initialised from its teacher, learns x̃ from two
-DDIM half-steps of the teacher (`wgen.distill.targets.progressive_loss`, with no w), on the
-zoo's latents (encoded by the autoencoder, scaled as the DDPM saw them), down to 1 step:
+DDIM half-steps of the teacher (`wgen.distill.targets.progressive_loss`, with no w, its
+loss where the student's step lands: the DDPM predicts ε), on the zoo's latents (encoded by
+the autoencoder, scaled as the DDPM saw them), down to 1 step:
 
     <out>/distill/pdiff/<setting>-steps-N/   p-diff model folders (`wgen.pdiff.fit.PdiffModel`:
                                              the teacher's autoencoder, codec and latent
@@ -72,13 +73,12 @@ from wgen.pdiff.fit import (
     shard_rows,
     unconditional,
 )
-from wgen.pdiff.stage import evaluate, model_folder
+from wgen.pdiff.stage import SAMPLE_KEY, evaluate, model_folder
 from wgen.pdiff.zoo import derived_seed, read_zoo
 
 PDIFF_TARGET = "pdiff"  # <out>/distill/pdiff/
 SAMPLERS_FILE = "samplers.json"
 MODEL_FILES = (AE_FILE, DENOISER_FILE, CODEC_FILE, MANIFEST_FILE, STATE_FILE, "info.json")
-_SAMPLE_KEY = 9  # the seed purpose of p-diff's own samples (`wgen.pdiff.stage`)
 LOSS_METRICS = ("train_loss", "fixed_loss", "initial_fixed_loss")
 TIMING_REPEATS = 5  # sampling is timed this many times; the fastest counts (a shared machine)
 
@@ -382,7 +382,7 @@ def evaluate_samplers(
     cfg = PdiffModel.load(model_folder(out, setting)).cfg  # its data, seed, samples
     data = load_images(cfg)
     zoo = read_zoo(out, setting)
-    seed = derived_seed(cfg.seed, _SAMPLE_KEY)
+    seed = derived_seed(cfg.seed, SAMPLE_KEY)
     y_heldout = data.y_heldout.numpy()
     rows, reference = [], None
     with torch_threads(config.pdiff.threads):

@@ -43,7 +43,7 @@ from wgen.pdiff.zoo import (
 )
 
 RAY_RESULTS = "ray_results"
-_SAMPLE_KEY, _BASELINE_KEY = 9, 10  # seed purposes
+SAMPLE_KEY, _BASELINE_KEY = 9, 10  # seed purposes (p-diff's samples: also `wgen.distill.pdiff`)
 
 
 def evaluate(zoo: Zoo, cfg: PdiffConfig, setting: str, data: ImageData, vectors: np.ndarray):
@@ -125,7 +125,7 @@ def run_setting(config: Config, out: Path, setting: str, data: ImageData) -> dic
         start = time.perf_counter()
         sampler = sampler_model(cfg, setting, model)
         # this command's pdiff.sample_steps, not the one saved with a reused model
-        seed = derived_seed(cfg.seed, _SAMPLE_KEY)
+        seed = derived_seed(cfg.seed, SAMPLE_KEY)
         generated = sampler.sample(cfg.samples, seed, cfg.sample_steps)
         timings["sampling_s"] = time.perf_counter() - start
 
