@@ -321,7 +321,7 @@ def distill(
     out: OutOption = "runs/demo",
     target: Annotated[
         str,
-        typer.Option("--target", help="what to distil: generator (p-diff's DDPM: not yet)"),
+        typer.Option("--target", help="what to distil: generator, or pdiff (p-diff's DDPM)"),
     ] = "generator",
     force: ForceOption = False,
     verbose: VerboseOption = False,

@@ -315,6 +315,9 @@ class PdiffConfig:
     train_timesteps: int = 1000  # T of the latent DDPM schedule
     beta_schedule: str = "linear"  # diffusers beta schedule name
     sample_steps: int = 100  # DDIM steps when sampling latents
+    # a p-diff model folder to sample from instead of the fitted one, e.g. a distilled student
+    # "RUN/distill/pdiff/{setting}-steps-4" ({setting}: each setting's name); None = the fitted
+    sampler_dir: str | None = None
     samples: int = 100  # models generated (and drawn for every baseline) per setting
     noise_scales: list[float] = field(
         default_factory=lambda: [0.05, 0.2]
@@ -408,7 +411,7 @@ class DistillConfig:
     down to 1. Each stage and round is one Ray Train run (`train.workers` workers).
     """
 
-    target: str = "generator"  # what is distilled: "generator" (p-diff's latent DDPM: not yet)
+    target: str = "generator"  # what is distilled: "generator" or "pdiff" (p-diff's latent DDPM)
     teacher_dir: str | None = None  # the guided teacher's generator folder; None = <out>/generator
     w_min: float = 0.0  # smallest guidance weight w the students learn (0 = unguided)
     # largest w; each training sample draws w ~ U[w_min, w_max]. 1, not the paper's 4: on the
@@ -427,6 +430,15 @@ class DistillConfig:
     # generate.single_step_t), this share of each batch; 0 = Meng et al.'s data-noised z_t only.
     single_step_share: float = 0.5
     bench_guidance: float = 1.0  # w of the bench's wgen-cfg method (the guided teacher)
+    # target pdiff: DDIM steps of the first teacher (the p-diff model), a power of two; rounds
+    # halve it down to 1 step. Each round trains pdiff_epochs passes over the zoo's latents
+    # (1000: the demo ConvNet's 4-step student 0.013 from the 64-step samples, 300: 0.020)
+    # with AdamW at pdiff_lr (1e-3 made the 64 → 32 student worse than its teacher on the demo
+    # zoo; 1e-4 and 1e-5 closer to the 64-step samples than the teacher's 32 steps)
+    # (docs/results/distill/pdiff.md)
+    pdiff_steps: int = 64
+    pdiff_epochs: int = 1000
+    pdiff_lr: float = 1e-4
 
 
 @dataclass

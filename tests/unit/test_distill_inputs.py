@@ -3,6 +3,7 @@ folder, exit 2, before Ray starts; and the rounds a start step count makes."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from wgen.cli import app
 from wgen.config import load_config
 from wgen.core.runtime import write_json
 from wgen.distill.fit import Round
+from wgen.distill.pdiff import MODEL_FILES, pdiff_rounds
 from wgen.distill.stage import distill_rounds, student_config
 from wgen.generator.checkpoint import FORMAT_VERSION, GENERATOR_FILES, INFO_FILE
 
@@ -78,8 +80,56 @@ def test_a_missing_teacher_names_the_folder_and_the_command(tmp_path, no_ray):
 
 
 def test_another_target_is_refused(tmp_path, no_ray):
-    result = invoke("distill", "--preset", "tiny", "--out", str(tmp_path), "--target", "pdiff")
-    assert result.exit_code == 2 and "distill.target" in first_error_line(result.output)
+    result = invoke("distill", "--preset", "tiny", "--out", str(tmp_path), "--target", "unet")
+    line = first_error_line(result.output)
+    assert result.exit_code == 2 and "distill.target" in line and "pdiff" in line
+
+
+def pdiff_model_folder(out: Path, **values) -> Path:
+    """A p-diff model folder with every file it must hold (the checks read only its config)."""
+    folder = out / "pdiff" / "convnet" / "model"
+    folder.mkdir(parents=True)
+    for name in MODEL_FILES:
+        (folder / name).write_text("")
+    pdiff = dataclasses.replace(load_config("tiny").pdiff, **values)
+    write_json(folder / "info.json", {"pdiff": dataclasses.asdict(pdiff)})
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["distill.pdiff_steps=6"], "distill.pdiff_steps=6: must be a power of two"),
+        (["distill.pdiff_steps=0"], "distill.pdiff_steps=0: must be a power of two"),
+        (["distill.pdiff_epochs=0"], "distill.pdiff_epochs=0"),
+        (["distill.pdiff_steps=128"], "pdiff.train_timesteps=100, fewer than"),
+        (["pdiff.workers=3"], "pdiff.train_batch=4 must divide by pdiff.workers=3"),
+        (["pdiff.settings=[convnet,mlp]"], "no p-diff model here"),
+    ],
+)
+def test_pdiff_target_bad_ranges_fail_in_one_line_before_ray(tmp_path, no_ray, sets, expected):
+    out = tmp_path / "run"
+    pdiff_model_folder(out)
+    args = ["distill", "--preset", "tiny", "--out", str(out), "--target", "pdiff"]
+    base = ["pdiff.settings=[convnet]", "distill.pdiff_steps=4"]
+    result = invoke(*args, *[x for s in (*base, *sets) for x in ("--set", s)])
+    assert result.exit_code == 2, result.output
+    assert expected in first_error_line(result.output)
+
+
+def test_pdiff_target_without_a_pdiff_run_names_the_folder_and_the_command(tmp_path, no_ray):
+    out = tmp_path / "run"
+    result = invoke("distill", "--preset", "tiny", "--out", str(out), "--target", "pdiff")
+    assert result.exit_code == 2
+    line = first_error_line(result.output)
+    assert "pdiff/convnet/model" in line and f"wgen pdiff --out {out}" in line
+
+
+def test_pdiff_rounds_halve_the_teachers_steps_down_to_one():
+    assert pdiff_rounds(8) == [Round(f"steps-{n}", n, True) for n in (4, 2, 1)]
+    assert pdiff_rounds(1) == []
+    with pytest.raises(ValueError, match="power of two"):
+        pdiff_rounds(12)
 
 
 @pytest.mark.parametrize("guidance", ["-1", "nan"])
@@ -107,3 +157,17 @@ def test_a_one_step_student_samples_from_the_last_timestep():
     assert one.generate.guidance == 0.0 and one.train.threads == 2
     w = student_config(teacher, command, Round("w", 2, False))
     assert w.generate.single_step_t == teacher.generate.single_step_t and w.generate.steps == 2
+
+
+def test_pdiff_refuses_a_sampler_folder_without_a_model_before_ray(tmp_path, no_ray):
+    args = ["pdiff", "--preset", "tiny", "--out", str(tmp_path / "run")]
+    sets = [
+        "--set",
+        "pdiff.settings=[convnet]",
+        "--set",
+        f"pdiff.sampler_dir={tmp_path}/{{setting}}",
+    ]
+    result = invoke(*args, *sets)
+    assert result.exit_code == 2, result.output
+    line = first_error_line(result.output)
+    assert "pdiff.sampler_dir=" in line and f"{tmp_path}/convnet holds no p-diff model" in line

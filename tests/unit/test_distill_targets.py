@@ -13,6 +13,7 @@ from wgen.distill.targets import (
     check_power_of_two,
     ddim_step,
     draw_w,
+    progressive_loss,
     progressive_target,
     student_timesteps,
 )
@@ -84,3 +85,59 @@ def test_a_step_count_that_is_not_a_power_of_two_is_refused(steps):
 def test_draw_w_stays_in_its_range():
     w = draw_w(1000, 0.5, 2.0, torch.Generator().manual_seed(0))
     assert w.min() >= 0.5 and w.max() <= 2.0 and w.std() > 0.3
+
+
+class Constant(torch.nn.Module):
+    """An unconditional ε-model that outputs ``value`` everywhere."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, t, n=None, text=None, extra_cond=None, drop_text=None):
+        assert extra_cond is None and drop_text is None  # nothing conditions it
+        return torch.full_like(x, self.value)
+
+
+def test_progressive_loss_of_an_unconditional_latent_model_against_a_hand_computed_case():
+    """p-diff's latent DDPM (ε-prediction, no text, no w): a teacher with ε̂ ≡ 0 predicts
+    x̂ = z_t/α_t at every t, so its two DDIM half-steps keep z ∝ α and x̃ = z_t/α_t; a
+    student with ε̂ ≡ 1 predicts (z_t − σ_t)/α_t, off by σ_t/α_t everywhere. With one
+    step, t = T − 1: the loss is (σ_{T−1}/α_{T−1})²."""
+    dif = diffusion("epsilon", timesteps=100)
+    z0 = torch.randn(6, 4, 8, generator=torch.Generator().manual_seed(0))  # (B, C, L) latents
+    n, text = torch.zeros(6, dtype=torch.long), torch.zeros(6, 0)
+    mask = torch.ones_like(z0, dtype=torch.bool)
+    args = (dif, 1, z0, mask, n, text, None, torch.Generator().manual_seed(1))
+    loss = progressive_loss(Constant(1.0), Constant(0.0), *args, teacher_guidance_input=True)
+    alpha, sigma = dif.alpha_sigma(torch.tensor([99]), z0)
+    assert loss.item() == pytest.approx((sigma / alpha).item() ** 2, rel=1e-4)
+    same = progressive_loss(Constant(0.0), Constant(0.0), *args[:-1], torch.Generator())
+    assert same.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_z_space_loss_weights_each_row_by_where_its_step_lands():
+    """The same constant models with two steps: rows at t = 99 or 49 (the grid), s = t − 50;
+    x̂ − x̃ = −σ_t/α_t, and the student's step moves z_s by (α_s − (σ_s/σ_t)·α_t) per unit
+    of x̂, so the z-space loss is the mean of ((α_s − (σ_s/σ_t)·α_t)·σ_t/α_t)²."""
+    dif = diffusion("epsilon", timesteps=100)
+    z0 = torch.randn(8, 4, 8, generator=torch.Generator().manual_seed(0))
+    n, text = torch.zeros(8, dtype=torch.long), torch.zeros(8, 0)
+    mask = torch.ones_like(z0, dtype=torch.bool)
+
+    def loss(space: str) -> float:
+        gen = torch.Generator().manual_seed(3)
+        args = (Constant(1.0), Constant(0.0), dif, 2, z0, mask, n, text, None, gen)
+        return progressive_loss(*args, space=space).item()
+
+    t = torch.tensor([99, 49])[
+        torch.randint(0, 2, (8,), generator=torch.Generator().manual_seed(3))
+    ]
+    assert 0 < (t == 99).sum() < 8  # both grid points are drawn
+    alpha_t, sigma_t = dif.alpha_sigma(t, z0)
+    alpha_s, sigma_s = alpha_sigma_or_clean(dif, t - 50, z0)
+    scale = alpha_s - sigma_s / sigma_t * alpha_t
+    assert loss("x") == pytest.approx(((sigma_t / alpha_t) ** 2).mean().item(), rel=1e-4)
+    assert loss("z") == pytest.approx(((scale * sigma_t / alpha_t) ** 2).mean().item(), rel=1e-4)
+    with pytest.raises(ValueError, match="'x' or 'z'"):
+        loss("eps")

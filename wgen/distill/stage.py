@@ -144,7 +144,13 @@ def run_distill(
 ) -> dict[str, Any]:
     """Distil ``<out>/generator`` (or distill.teacher_dir) round by round into
     ``<out>/distill/<round>/``; a finished round is kept unless ``force``. ``overrides``: the
-    command's ``--set`` values, for the command that remakes a damaged input."""
+    command's ``--set`` values, for the command that remakes a damaged input. distill.target
+    pdiff: p-diff's latent DDPM instead (`wgen.distill.pdiff`), which reads p-diff's model
+    folders, not the generator's inputs."""
+    if config.distill.target == "pdiff":
+        from wgen.distill.pdiff import run_pdiff_distill
+
+        return run_pdiff_distill(config, out, force=force)
     out = Path(out).resolve()
     # every file it reads is the one its stage wrote; the hint leaves distill's own flags out
     hint = [item for item in overrides if not item.startswith("distill.")]

@@ -10,11 +10,21 @@ def validate(config: Config) -> None:
     denoiser.cond_drop > 0) is `wgen.distill.stage.prepare_distill`'s, also before Ray starts."""
     dist = config.distill
     need(
-        dist.target == "generator",
+        dist.target in ("generator", "pdiff"),
         "distill.target",
         dist.target,
-        "only generator is distilled in this version (p-diff's latent DDPM is not yet)",
+        "generator (the weight generator) or pdiff (p-diff's latent DDPM)",
     )
+    if dist.target == "pdiff":  # the rest is the generator's; the run folder is checked later
+        need(
+            dist.pdiff_steps >= 1 and dist.pdiff_steps & (dist.pdiff_steps - 1) == 0,
+            "distill.pdiff_steps",
+            dist.pdiff_steps,
+            "must be a power of two (1, 2, 4, 8, ...): each round halves the steps down to 1",
+        )
+        at_least(dist, "pdiff_epochs", 1)
+        positive(dist, "pdiff_lr")
+        return
     at_least(dist, "w_min", 0, "w = 0 is the unguided model")
     need(
         dist.w_min <= dist.w_max,

@@ -47,6 +47,7 @@ from wgen.core.runtime import (
 )
 from wgen.generator.diffusion import WeightDiffusion, masked_mse
 from wgen.models.param_autoencoder import LatentDenoiser, ParamAutoencoder
+from wgen.pdiff.data import PdiffError
 from wgen.weights.format import Manifest
 
 AE_FILE = "autoencoder.safetensors"
@@ -192,6 +193,15 @@ def epoch_loss(model, optimizer, rows: torch.Tensor, batch: int, generator, loss
     return total / max(count, 1)
 
 
+def shard_rows() -> torch.Tensor:
+    """This Ray Train worker's rows of dataset "train", held in memory (a few hundred small
+    rows: re-streaming them every epoch would cost more than the epoch)."""
+    import ray.train
+
+    shard = ray.train.get_dataset_shard("train")
+    return torch.cat([b["data"] for b in shard.iter_torch_batches(batch_size=1024)]).float()
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
@@ -203,8 +213,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     batch = cfg.train_batch // workers
 
     # 1. this worker's rows, once
-    shard = ray.train.get_dataset_shard("train")
-    rows = torch.cat([b["data"] for b in shard.iter_torch_batches(batch_size=1024)]).float()
+    rows = shard_rows()
 
     ae = build_autoencoder(cfg, rows.shape[1])
     den = build_latent_denoiser(cfg, ae.latent_shape)
@@ -280,30 +289,50 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def fit_pdiff(config: Config, setting: str, standardised: np.ndarray, storage: Path):
     """One TorchTrainer run over the standardised zoo rows; returns Ray Train's Result.
     The run name is a digest of the fit settings, so a re-submitted job resumes its run."""
+    cfg = config.pdiff
+    check_batch(cfg)
+    return fit_rows(
+        train_loop_per_worker,
+        {"config": config.to_dict(), "setting": setting},
+        cfg,
+        f"pdiff-{setting}-{fit_digest(cfg, setting)}",
+        storage,
+        standardised,
+    )
+
+
+def check_batch(cfg: PdiffConfig) -> int:
+    """Rows per worker batch; a global batch that does not divide by the workers is refused."""
+    if cfg.workers < 1 or cfg.train_batch % cfg.workers:
+        raise PdiffError(
+            f"pdiff.train_batch={cfg.train_batch} must divide by pdiff.workers={cfg.workers}"
+        )
+    return cfg.train_batch // cfg.workers
+
+
+def fit_rows(loop, loop_config: dict, cfg: PdiffConfig, name: str, storage: Path, rows: np.ndarray):
+    """A TorchTrainer of ``loop`` on ``rows`` (dataset "train") with p-diff's resources,
+    fault tolerance and checkpoint settings (`wgen.distill.pdiff` trains its students so too);
+    returns Ray Train's Result. The same ``name`` and ``storage`` resume the run."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    cfg = config.pdiff
-    if cfg.workers < 1 or cfg.train_batch % cfg.workers:
-        raise ValueError(
-            f"pdiff.train_batch={cfg.train_batch} must divide by pdiff.workers={cfg.workers}"
-        )
     ray.data.DataContext.get_current().enable_progress_bars = False
     trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "setting": setting},
+        loop,
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=cfg.workers, resources_per_worker={"CPU": cfg.cpus_per_worker}
         ),
         run_config=RunConfig(
-            name=f"pdiff-{setting}-{fit_digest(cfg, setting)}",
+            name=name,
             storage_path=str(Path(storage).resolve()),
             failure_config=FailureConfig(max_failures=2),
             logging_config=train_logging_config(),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
-        datasets={"train": ray.data.from_numpy(standardised)},
+        datasets={"train": ray.data.from_numpy(rows)},
     )
     return fit_interruptibly(trainer)
 

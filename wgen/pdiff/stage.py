@@ -20,7 +20,7 @@ import numpy as np
 from wgen.config import Config, PdiffConfig
 from wgen.core.runtime import init_ray, print0, torch_threads, write_json
 from wgen.pdiff import analysis
-from wgen.pdiff.data import ImageData, load_images
+from wgen.pdiff.data import ImageData, PdiffError, load_images
 from wgen.pdiff.fit import (
     ParamCodec,
     PdiffModel,
@@ -43,7 +43,7 @@ from wgen.pdiff.zoo import (
 )
 
 RAY_RESULTS = "ray_results"
-_SAMPLE_KEY, _BASELINE_KEY = 9, 10  # seed purposes
+SAMPLE_KEY, _BASELINE_KEY = 9, 10  # seed purposes (p-diff's samples: also `wgen.distill.pdiff`)
 
 
 def evaluate(zoo: Zoo, cfg: PdiffConfig, setting: str, data: ImageData, vectors: np.ndarray):
@@ -57,10 +57,43 @@ def evaluate(zoo: Zoo, cfg: PdiffConfig, setting: str, data: ImageData, vectors:
     return np.stack(train), np.stack(heldout)
 
 
+def model_folder(out: Path, setting: str) -> Path:
+    """Where a setting's trained model (`PdiffModel`) lives in a run folder."""
+    return Path(out) / PDIFF_DIR / setting / "model"
+
+
+def sampler_folder(cfg: PdiffConfig, setting: str) -> Path | None:
+    """pdiff.sampler_dir for ``setting``; a folder that holds no p-diff model is refused."""
+    if cfg.sampler_dir is None:
+        return None
+    folder = Path(cfg.sampler_dir.replace("{setting}", setting))
+    if not (folder / "info.json").is_file():
+        raise PdiffError(
+            f"pdiff.sampler_dir={cfg.sampler_dir}: {folder} holds no p-diff model (a "
+            "`wgen pdiff` model folder or a `wgen distill --target pdiff` round)"
+        )
+    return folder
+
+
+def sampler_model(cfg: PdiffConfig, setting: str, fitted: PdiffModel) -> PdiffModel:
+    """The model the generated parameters come from: the fitted one or pdiff.sampler_dir's,
+    which must generate the same parameters."""
+    folder = sampler_folder(cfg, setting)
+    if folder is None:
+        return fitted
+    sampler = PdiffModel.load(folder)
+    if sampler.manifest.to_json() != fitted.manifest.to_json():
+        raise PdiffError(
+            f"pdiff.sampler_dir: {folder} generates other parameters than {setting}'s zoo"
+        )
+    print0(f"pdiff: {setting}: sampling from {folder}, {cfg.sample_steps} DDIM steps")
+    return sampler
+
+
 def fit_or_load(config: Config, out: Path, setting: str, zoo: Zoo) -> tuple[PdiffModel, float]:
     """The trained model of this setting (reused if its fit settings match); wall seconds."""
     cfg = config.pdiff
-    folder = out / PDIFF_DIR / setting / "model"
+    folder = model_folder(out, setting)
     start = time.perf_counter()
     if model_complete(folder, cfg, setting):
         print0(f"pdiff: {setting} model {folder} matches these settings; reusing it")
@@ -90,7 +123,10 @@ def run_setting(config: Config, out: Path, setting: str, data: ImageData) -> dic
 
     with torch_threads(cfg.threads):
         start = time.perf_counter()
-        generated = model.sample(cfg.samples, derived_seed(cfg.seed, _SAMPLE_KEY))
+        sampler = sampler_model(cfg, setting, model)
+        # this command's pdiff.sample_steps, not the one saved with a reused model
+        seed = derived_seed(cfg.seed, SAMPLE_KEY)
+        generated = sampler.sample(cfg.samples, seed, cfg.sample_steps)
         timings["sampling_s"] = time.perf_counter() - start
 
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _BASELINE_KEY]))
@@ -145,6 +181,10 @@ def run_setting(config: Config, out: Path, setting: str, data: ImageData) -> dic
     return {
         "zoo_models": int(len(originals)),
         "parameters": int(originals.shape[1]),
+        "sampler": {
+            "folder": str(sampler_folder(cfg, setting) or model_folder(out, setting)),
+            "steps": cfg.sample_steps,
+        },  # fmt: skip
         "latent_shape": list(model.ae.latent_shape),
         "zoo_shards_trained": zoo_run["shards_trained"],
         "timings_s": timings,
@@ -211,6 +251,8 @@ def write_report(results: dict[str, Any], folder: Path) -> None:
             "",
             f"## {setting}: {r['zoo_models']} models, {r['parameters']} parameters each, latent {r['latent_shape']}",
             "",
+            f"p-diff's models: {r['sampler']['folder']}, {r['sampler']['steps']} DDIM steps.",
+            "",
             "| method | models | best | mean | median | picked on train | max sim. mean | max sim. median | nearest dist. median |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
@@ -248,6 +290,8 @@ def run_pdiff(config: Config, out: Path, force: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
     data = load_images(cfg)  # a bad dataset folder fails here, before Ray starts
     check_settings(config, data)  # and a bad setting or selection spec
+    for setting in cfg.settings:
+        sampler_folder(cfg, setting)  # and a sampler folder that is not there
     folder = out / PDIFF_DIR
     if force:
         shutil.rmtree(folder, ignore_errors=True)
