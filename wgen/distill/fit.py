@@ -47,6 +47,10 @@ from wgen.generator.fit import (
 )
 from wgen.models.denoiser import build_denoiser
 
+# The run folder's layout of both targets (the generator's rounds, p-diff's under pdiff/)
+DISTILL_DIR = "distill"  # <out>/distill/<round>/: one generator folder per round
+ROUNDS_FILE = "rounds.json"  # each round's teacher, epochs, losses and wall time
+
 
 @dataclass(frozen=True)
 class Round:

@@ -46,8 +46,7 @@ from wgen.core.runtime import (
     torch_threads,
     write_json,
 )
-from wgen.distill.fit import Round
-from wgen.distill.stage import DISTILL_DIR, ROUNDS_FILE
+from wgen.distill.fit import DISTILL_DIR, ROUNDS_FILE, Round
 from wgen.distill.targets import check_power_of_two, progressive_loss
 from wgen.generator.fit import (
     RAY_RESULTS_DIR,

@@ -28,7 +28,7 @@ from wgen.core.errors import ConfigError, InputFileError
 from wgen.core.integrity import verify_inputs
 from wgen.core.runfolder import command_args, fingerprint
 from wgen.core.runtime import init_ray, print0, read_json, write_json
-from wgen.distill.fit import Round, fit_round
+from wgen.distill.fit import DISTILL_DIR, ROUNDS_FILE, Round, fit_round
 from wgen.distill.targets import check_power_of_two
 from wgen.generator.checkpoint import (
     CONFIG_YAML,
@@ -46,9 +46,7 @@ from wgen.generator.fit import (
     per_worker_batch,
 )
 
-DISTILL_DIR = "distill"  # <out>/distill/<round>/: one generator folder per round
 W_STUDENT = "w"  # stage 1's folder
-ROUNDS_FILE = "rounds.json"
 
 
 def distill_rounds(start_steps: int) -> list[Round]:
