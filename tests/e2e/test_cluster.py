@@ -42,10 +42,11 @@ BASE = [
     "collect.cpus_per_actor=1",
     "collect.gpus_per_actor=0.5",
 ]
-# Longer per-concept training, so a node can be removed while concepts are in flight; one
-# actor per worker node (a whole GPU each, one GPU per node), so one is always on worker_b:
-# with half a GPU each, SPREAD is a preference and both actors once went to worker_a.
-SLOW = ["collect.max_steps=300", "collect.patience=30", "collect.gpus_per_actor=1"]
+# Longer per-concept training, so a node can be removed while concepts are in flight: with
+# patience 30 a tiny concept converged in 2.2-2.7 s, before the 5 s the scenario waits into an
+# attempt, and no concept was ever "seen training on worker_b". One actor per worker node (a
+# whole GPU each, one GPU per node), so one is always on the node that is removed.
+SLOW = ["collect.max_steps=2000", "collect.patience=200", "collect.gpus_per_actor=1"]
 # Generator training on the worker nodes only; enough epochs to lose a node mid-run. Six
 # concepts with enough steps that both splits are stored (as in test_train.py).
 TRAIN = [
