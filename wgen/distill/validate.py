@@ -5,6 +5,11 @@ from __future__ import annotations
 from wgen.config import Config, at_least, need, positive
 
 
+def halves_to_one(steps: int) -> bool:
+    """Whether halving ``steps`` round by round reaches 1: a power of two."""
+    return steps >= 1 and steps & (steps - 1) == 0
+
+
 def validate(config: Config) -> None:
     """The distillation's ranges; the teacher's folder (exists, trained with
     denoiser.cond_drop > 0) is `wgen.distill.stage.prepare_distill`'s, also before Ray starts."""
@@ -17,7 +22,7 @@ def validate(config: Config) -> None:
     )
     if dist.target == "pdiff":  # the rest is the generator's; the run folder is checked later
         need(
-            dist.pdiff_steps >= 1 and dist.pdiff_steps & (dist.pdiff_steps - 1) == 0,
+            halves_to_one(dist.pdiff_steps),
             "distill.pdiff_steps",
             dist.pdiff_steps,
             "must be a power of two (1, 2, 4, 8, ...): each round halves the steps down to 1",
@@ -34,7 +39,7 @@ def validate(config: Config) -> None:
     )
     steps = dist.start_steps
     need(
-        steps >= 1 and steps & (steps - 1) == 0,
+        halves_to_one(steps),
         "distill.start_steps",
         steps,
         "must be a power of two (1, 2, 4, 8, ...): each round halves the steps down to 1",
