@@ -233,3 +233,16 @@ def test_stages_as_token_authenticated_jobs(token_head, tmp_path):
     assert summary["selected"] == 4 and summary["converged"] >= 1
     assert (out / "base" / "base.json").exists()
     assert (out / "config.collect.yaml").exists() or any(out.glob("config.*.yaml"))
+
+    # 4. a local command beside this running head starts a Ray of its own: Ray's own default
+    #    would connect to the head it finds on the machine and then refuse num_cpus
+    local = subprocess.run(
+        [str(BIN / "wgen"), "pairs", "--preset", "tiny", "--out", str(tmp_path / "local")],
+        env={k: v for k, v in client_env.items() if not k.startswith("RAY_AUTH")},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+    assert (tmp_path / "local" / "pairs" / "_SUCCESS.json").exists()

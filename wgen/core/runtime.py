@@ -253,7 +253,8 @@ def releasing_orphaned_placement_groups(every_s: float = 5.0) -> Iterator[None]:
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to a cluster (``address`` or $RAY_ADDRESS) or start a local Ray head.
+    """Connect to a cluster (``address`` or $RAY_ADDRESS) or start a local Ray head of its
+    own (never one found running on this machine: a cluster is used only when named).
 
     A local head listens on 127.0.0.1 only, with Ray's token authentication as Ray sets it.
     Idempotent: an already-initialised Ray (a test session's shared instance, or a job
@@ -296,7 +297,12 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # Twice the cores as logical CPUs: compute-bound actors set their own torch threads,
         # and the light read/shuffle tasks beside them then always find a free slot (a pool
         # holding every logical CPU deadlocks a Ray Data pipeline, docs/architecture.md).
+        # address="local": a new head of our own. Without an address Ray connects to any
+        # cluster it finds on this machine (a `ray start --head`, another user's), and then
+        # refuses num_cpus ("When connecting to an existing cluster, num_cpus ... must not
+        # be provided"); a cluster is used only when named (--address, $RAY_ADDRESS).
         ray.init(
+            address="local",
             num_cpus=num_cpus or 2 * (os.cpu_count() or 1),
             include_dashboard=False,
             dashboard_host="127.0.0.1",
