@@ -172,11 +172,13 @@ def submit(address: str, env: dict, stage: str, out: Path, submission_id: str):
 
 
 def submit_when_an_agent_is_up(
-    address: str, env: dict, stage: str, out: Path, submission_id: str, timeout: float = 180
+    address: str, env: dict, stage: str, out: Path, submission_id: str, timeout: float = 600
 ):
     """`submit`, again while the head answers that no job agent has registered yet: the job
     server is up before the node's agent, and on a busy machine the agent takes a while
-    (Ray's own answer is "No available agent to submit job, please try again later")."""
+    (Ray's own answer is "No available agent to submit job, please try again later"). With
+    load average 20 on 2 cores it took more than 180 s, so the wait is long; an idle machine
+    answers in seconds."""
     deadline = time.time() + timeout
     while True:
         submitted = submit(address, env, stage, out, submission_id)
