@@ -3,10 +3,14 @@ are small callables ``model(x_t, t, **cond)`` and no config of wgen is built."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+import wgen.diffusion
 from wgen.diffusion import (
     PREDICTION_TYPES,
     NoiseSchedule,
@@ -38,6 +42,22 @@ class Oracle(nn.Module):
         alpha, sigma = self.schedule.alpha_sigma(t, x_t)
         noise = (x_t - alpha * x0) / sigma  # the ε that turned x0 into x_t
         return self.schedule.target(x0, noise, t)
+
+
+def test_the_core_imports_nothing_of_wgen() -> None:
+    """No config, GAN, denoiser or generator: every user takes the core as it is."""
+    imported = set()
+    for path in Path(wgen.diffusion.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                imported.add(node.module)
+    assert {name for name in imported if name.startswith("wgen")} <= {
+        "wgen.diffusion",
+        "wgen.diffusion.samplers",
+        "wgen.diffusion.schedule",
+    }
 
 
 def test_unknown_prediction_type_is_rejected() -> None:
