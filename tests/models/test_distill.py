@@ -13,7 +13,7 @@ import torch
 from tests.models.test_weightgen import embedding, tiny_generator
 from wgen.config import DenoiserConfig
 from wgen.diffusion import sample_ddim
-from wgen.distill.fit import Round, student_denoiser
+from wgen.distill.fit import Round, round_loss, student_denoiser
 from wgen.distill.targets import draw_w, progressive_loss, w_student_loss
 from wgen.generator.checkpoint import WeightGenerator
 from wgen.generator.diffusion import block_cond, denoiser_schedule, guided_output
@@ -106,7 +106,7 @@ def w_loss(w_min: float, w_max: float, guided, schedule):
     def loss(student, x0, mask, n, text, gen):
         w = draw_w(len(n), w_min, w_max, gen)
         student_output = partial(student, **block_cond(n, text, w))
-        teacher_output = guided_output(guided, block_cond(n, text), w, guidance_input=False)
+        teacher_output = guided_output(guided, n, text, w, guidance_input=False)
         return w_student_loss(student_output, teacher_output, schedule, x0, mask, gen, 500, 0.5)
 
     return loss
@@ -138,7 +138,7 @@ def test_stage_1_learns_the_guided_output_in_one_pass():
 
     def gap() -> float:
         with torch.no_grad():
-            target = guided_output(guided, block_cond(n, text), 3.0, False)(x_t, t)
+            target = guided_output(guided, n, text, torch.full((len(n),), 3.0), False)(x_t, t)
             return float((student(x_t, t, n, text, extra_cond=w) - target).abs().mean())
 
     before = gap()
@@ -181,6 +181,38 @@ def test_one_progressive_round_brings_one_step_closer_to_the_teachers_two():
     train(loss, student, steps=80)
     after = gap()
     assert after < 0.9 * before, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("progressive", "pinned"), [(False, 0.04085296392440796), (True, 0.23508396744728088)]
+)
+def test_round_loss_matches_the_loss_before_the_core_split(progressive, pinned):
+    """`distill.fit.round_loss` on a tiny generator teacher (guided) with a student whose w
+    matters: the values the code gave before the diffusion core was split out (commit
+    b9e861d), reproduced bit for bit; the tolerance only leaves room for other BLAS builds."""
+    source = tiny_generator()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.nn.init.normal_(source.denoiser.null_text, std=1.0)
+        torch.manual_seed(1)
+        round_ = Round("r", 2, progressive)
+        student = student_denoiser(source, source.config, round_)
+        torch.nn.init.normal_(student.extra_mlp.net[-1].weight, std=0.3)
+    layout, gen = source.layout, torch.Generator().manual_seed(2)
+    batch = {
+        "x": torch.randn(10, layout.block_size, generator=gen),
+        "mask": torch.ones(10, layout.block_size, dtype=torch.bool),
+        "n": torch.randint(0, layout.n_blocks, (10,), generator=gen),
+    }
+    batch["mask"][:, -2:] = False
+    text = torch.randn(10, 3, source.text_dim, generator=gen)
+    schedule = denoiser_schedule(source.config.denoiser)
+    with torch.no_grad():
+        loss = round_loss(
+            round_, student, source, schedule, batch, text, source.config,
+            torch.Generator().manual_seed(3),
+        )  # fmt: skip
+    assert loss.item() == pytest.approx(pinned, rel=1e-5)
 
 
 def test_a_w_student_folder_loads_and_generates_with_w_as_its_input(tmp_path):

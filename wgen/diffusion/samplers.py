@@ -42,7 +42,7 @@ def guided_prediction(
     of the other with the same coefficients. ``guidance``: one w, or a (B,) tensor of one w
     per row (distillation draws w per row).
     """
-    cond = dict(cond or {})
+    cond = cond or {}
     if not torch.is_tensor(guidance) and guidance == 0.0:
         return model(x_t, t, **cond)
     if drop_key is None:

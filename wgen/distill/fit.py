@@ -86,14 +86,13 @@ def round_loss(
     dist = config.distill
     x, mask, n = batch["x"][:, None, :], batch["mask"][:, None, :], batch["n"]
     w = draw_w(x.shape[0], dist.w_min, dist.w_max, generator).to(x.device)
-    cond = block_cond(n, text)
     student_output = partial(student, **block_cond(n, text, w))
     if round_.progressive:
-        teacher_output = guided_output(teacher.denoiser, cond, w, teacher.guidance_input)
+        teacher_output = guided_output(teacher.denoiser, n, text, w, teacher.guidance_input)
         return progressive_loss(
             student_output, teacher_output, schedule, round_.steps, x, mask, generator
         )
-    guided_teacher = guided_output(teacher.denoiser, cond, w, guidance_input=False)
+    guided_teacher = guided_output(teacher.denoiser, n, text, w, guidance_input=False)
     return w_student_loss(
         student_output, guided_teacher, schedule, x, mask, generator,
         single_step_t=config.generate.single_step_t, single_step_share=dist.single_step_share,

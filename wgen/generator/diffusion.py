@@ -1,7 +1,8 @@
 """The diffusion core (`wgen.diffusion`) as the weight generator drives it.
 
 The core owns the schedule, the loss and the samplers on plain tensors; this adapter knows
-what the generator's denoiser (`wgen.models.denoiser`) is conditioned on, ε̂θ(w_n^t, t, n, τ(T)):
+what the generator's denoiser ε̂θ(w_n^t, t, n, τ(T)) (`wgen.models.denoiser`) is conditioned
+on, as the keywords of its forward:
 
 - ``n``: (B,) block indices; ``text``: τ(T), one row shared by all N blocks of a concept or
   one row per block; ``text_rows``: which row of ``text`` each block reads;
@@ -58,15 +59,17 @@ def block_cond(
 
 def guided_output(
     model: DenoisingModel,
-    cond: dict[str, torch.Tensor],
-    w: float | torch.Tensor,
+    n: torch.Tensor,
+    text: torch.Tensor,
+    w: torch.Tensor,
     guidance_input: bool,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """(x_t, t) → the denoiser's raw output at guidance ``w`` (one, or one per row), with the
-    batch's conditions bound: a w-student (``guidance_input``) takes w as its input, one
-    pass; any other runs guided, conditional and null halves in one forward."""
+    """(x_t, t) → the denoiser's raw output at guidance w (B,) per row, with the batch's
+    conditions bound: a w-student (``guidance_input``) takes w as its input, one pass; any
+    other runs guided, its conditional and null halves in one forward."""
     if guidance_input:
-        return partial(model, **cond, extra_cond=w)
+        return partial(model, **block_cond(n, text, w))
+    cond = block_cond(n, text)
     return partial(guided_prediction, model, cond=cond, guidance=w, drop_key=NULL_TEXT_KEY)
 
 
