@@ -24,9 +24,10 @@ import torch
 
 from wgen.config import load_config
 from wgen.core.devices import current_device
+from wgen.diffusion import sample_single_step
 from wgen.gan.lora import add_lora, trainable_state_dict
 from wgen.gan.training import ConceptPairs, Pix2PixTrainer
-from wgen.generator.diffusion import WeightDiffusion
+from wgen.generator.diffusion import block_cond, denoiser_schedule
 from wgen.models.denoiser import build_denoiser
 from wgen.models.gan import GAN_SIZES, build_discriminator, build_generator
 
@@ -99,13 +100,14 @@ def generation_step(size: str, device: torch.device, warmup: int, steps: int) ->
     text_dim = 768 if "clip" in config.train.text_encoder else 384
     denoiser_cfg = dataclasses.replace(config.denoiser)
     model = build_denoiser(denoiser_cfg, text_dim, n_blocks=n_blocks).to(device).eval()
-    diffusion = WeightDiffusion(denoiser_cfg)
+    schedule = denoiser_schedule(denoiser_cfg)
     n = torch.arange(n_blocks, device=device)
     text = torch.randn(1, 32, text_dim, device=device)
-    t = min(config.generate.single_step_t, diffusion.num_timesteps - 1)
+    cond = block_cond(n, text)
+    t = min(config.generate.single_step_t, schedule.num_timesteps - 1)
 
     def step() -> None:
-        diffusion.sample_single_step(model, n, text, t, (n_blocks, 1, block))
+        sample_single_step(schedule, model, t, (n_blocks, 1, block), device=device, cond=cond)
 
     return {
         "blocks": n_blocks,

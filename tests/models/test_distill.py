@@ -4,6 +4,7 @@ guided generation and a w-student's folder round trip."""
 from __future__ import annotations
 
 import copy
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,10 +12,11 @@ import torch
 
 from tests.models.test_weightgen import embedding, tiny_generator
 from wgen.config import DenoiserConfig
-from wgen.distill.fit import Round, student_denoiser
+from wgen.diffusion import sample_ddim
+from wgen.distill.fit import Round, round_loss, student_denoiser
 from wgen.distill.targets import draw_w, progressive_loss, w_student_loss
 from wgen.generator.checkpoint import WeightGenerator
-from wgen.generator.diffusion import WeightDiffusion, guided_prediction
+from wgen.generator.diffusion import block_cond, denoiser_schedule, guided_output
 from wgen.models.denoiser import build_denoiser
 
 TEXT_DIM, BLOCK, N_BLOCKS = 8, 32, 4
@@ -100,19 +102,21 @@ def _config():
     return Config(denoiser=denoiser_config())
 
 
-def w_loss(w_min: float, w_max: float, guided, diffusion):
+def w_loss(w_min: float, w_max: float, guided, schedule):
     def loss(student, x0, mask, n, text, gen):
         w = draw_w(len(n), w_min, w_max, gen)
-        return w_student_loss(student, guided, diffusion, x0, mask, n, text, w, gen, 500, 0.5)
+        student_output = partial(student, **block_cond(n, text, w))
+        teacher_output = guided_output(guided, n, text, w, guidance_input=False)
+        return w_student_loss(student_output, teacher_output, schedule, x0, mask, gen, 500, 0.5)
 
     return loss
 
 
 def test_a_w_student_trained_at_w_0_matches_the_unguided_teacher():
-    diffusion = WeightDiffusion(denoiser_config())
+    schedule = denoiser_schedule(denoiser_config())
     guided = teacher()
     student = student_denoiser_of(guided)
-    losses = train(w_loss(0.0, 0.0, guided, diffusion), student, steps=10)
+    losses = train(w_loss(0.0, 0.0, guided, schedule), student, steps=10)
     assert max(losses) < 1e-10, "at w = 0 the target is the teacher's own conditional x̂"
     student.eval()
     x0, _, n, text = batch(7)
@@ -123,29 +127,29 @@ def test_a_w_student_trained_at_w_0_matches_the_unguided_teacher():
 
 
 def test_stage_1_learns_the_guided_output_in_one_pass():
-    diffusion = WeightDiffusion(denoiser_config())
+    schedule = denoiser_schedule(denoiser_config())
     guided = teacher()
     student = student_denoiser_of(guided)
     x0, _, n, text = batch(9)
     t = torch.full((len(n),), 500)
-    alpha, sigma = diffusion.alpha_sigma(t, x0)
+    alpha, sigma = schedule.alpha_sigma(t, x0)
     x_t = alpha * x0 + sigma * torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
     w = torch.full((len(n),), 3.0)
 
     def gap() -> float:
         with torch.no_grad():
-            target = guided_prediction(guided, x_t, t, n, text, 3.0)
+            target = guided_output(guided, n, text, torch.full((len(n),), 3.0), False)(x_t, t)
             return float((student(x_t, t, n, text, extra_cond=w) - target).abs().mean())
 
     before = gap()
-    losses = train(w_loss(0.0, 4.0, guided, diffusion), student, steps=80)
+    losses = train(w_loss(0.0, 4.0, guided, schedule), student, steps=80)
     student.eval()
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     assert gap() < 0.8 * before, before
 
 
 def test_one_progressive_round_brings_one_step_closer_to_the_teachers_two():
-    diffusion = WeightDiffusion(denoiser_config())
+    schedule = denoiser_schedule(denoiser_config())
     w_teacher = teacher(seed=3, extra_cond=True)
     student = copy.deepcopy(w_teacher)
     student.null_text.requires_grad_(False)
@@ -158,23 +162,57 @@ def test_one_progressive_round_brings_one_step_closer_to_the_teachers_two():
         student.eval()
         gaps = []
         for seed in range(4):
-            two = diffusion.sample_ddim(
-                w_teacher, n, text, 2, shape, torch.Generator().manual_seed(seed), extra_cond=w
+            cond = block_cond(n, text, w)
+            two = sample_ddim(
+                schedule, w_teacher, 2, shape, torch.Generator().manual_seed(seed), cond=cond
             )
-            one = diffusion.sample_ddim(
-                student, n, text, 1, shape, torch.Generator().manual_seed(seed), extra_cond=w
+            one = sample_ddim(
+                schedule, student, 1, shape, torch.Generator().manual_seed(seed), cond=cond
             )
             gaps.append(float((one - two).abs().mean()))
         return float(np.mean(gaps))
 
     def loss(model, x0, mask, n, text, gen):
-        w = draw_w(len(n), 0.0, 3.0, gen)
-        return progressive_loss(model, w_teacher, diffusion, 1, x0, mask, n, text, w, gen)
+        cond = block_cond(n, text, draw_w(len(n), 0.0, 3.0, gen))
+        student_output, teacher_output = partial(model, **cond), partial(w_teacher, **cond)
+        return progressive_loss(student_output, teacher_output, schedule, 1, x0, mask, gen)
 
     before = gap()
     train(loss, student, steps=80)
     after = gap()
     assert after < 0.9 * before, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("progressive", "pinned"), [(False, 0.04085296392440796), (True, 0.23508396744728088)]
+)
+def test_round_loss_matches_the_loss_before_the_core_split(progressive, pinned):
+    """`distill.fit.round_loss` on a tiny generator teacher (guided) with a student whose w
+    matters: the values the code gave before the diffusion core was split out (commit
+    b9e861d), reproduced bit for bit; the tolerance only leaves room for other BLAS builds."""
+    source = tiny_generator()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.nn.init.normal_(source.denoiser.null_text, std=1.0)
+        torch.manual_seed(1)
+        round_ = Round("r", 2, progressive)
+        student = student_denoiser(source, source.config, round_)
+        torch.nn.init.normal_(student.extra_mlp.net[-1].weight, std=0.3)
+    layout, gen = source.layout, torch.Generator().manual_seed(2)
+    batch = {
+        "x": torch.randn(10, layout.block_size, generator=gen),
+        "mask": torch.ones(10, layout.block_size, dtype=torch.bool),
+        "n": torch.randint(0, layout.n_blocks, (10,), generator=gen),
+    }
+    batch["mask"][:, -2:] = False
+    text = torch.randn(10, 3, source.text_dim, generator=gen)
+    schedule = denoiser_schedule(source.config.denoiser)
+    with torch.no_grad():
+        loss = round_loss(
+            round_, student, source, schedule, batch, text, source.config,
+            torch.Generator().manual_seed(3),
+        )  # fmt: skip
+    assert loss.item() == pytest.approx(pinned, rel=1e-5)
 
 
 def test_a_w_student_folder_loads_and_generates_with_w_as_its_input(tmp_path):

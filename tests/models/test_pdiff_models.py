@@ -20,7 +20,7 @@ from wgen.pdiff.fit import (
     build_autoencoder,
     build_latent_denoiser,
     latent_ddpm_loss,
-    latent_diffusion,
+    latent_schedule,
 )
 from wgen.pdiff.zoo import (
     base_fingerprint,
@@ -105,7 +105,7 @@ def test_generated_parameters_load_into_the_model_and_run(tiny_zoo, tmp_path):
     # one DDPM step, so the loss function is exercised on the real latent shape
     z = ae.encode(torch.from_numpy(codec.encode(vectors))).detach()
     assert latent_ddpm_loss(
-        den, latent_diffusion(cfg), z, torch.Generator().manual_seed(0)
+        den, latent_schedule(cfg), z, torch.Generator().manual_seed(0)
     ).isfinite()
     pdiff = PdiffModel(cfg, ae, den, codec, manifest, FitState(latent_scale=float(z.std())), {})
     samples = pdiff.sample(3, seed=1, steps=2)

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,11 @@ from wgen.core.runtime import (
     print0,
     train_logging_config,
 )
+from wgen.diffusion import NoiseSchedule
 from wgen.distill.targets import draw_w, progressive_loss, w_student_loss
 from wgen.generator.checkpoint import WeightGenerator
 from wgen.generator.dataset import TRAIN, VAL, BlockData, block_datasets
-from wgen.generator.diffusion import WeightDiffusion
+from wgen.generator.diffusion import block_cond, denoiser_schedule, guided_output
 from wgen.generator.fit import (
     CHECKPOINTS_KEPT,
     TextTable,
@@ -72,25 +74,28 @@ def round_loss(
     round_: Round,
     student: torch.nn.Module,
     teacher: WeightGenerator,
-    diffusion: WeightDiffusion,
+    schedule: NoiseSchedule,
     batch: dict[str, torch.Tensor],
     text: torch.Tensor,
     config: Config,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """The round's loss on one batch of blocks (``text``: each block's τ)."""
+    """The round's loss on one batch of blocks (``text``: each block's τ) at w drawn per
+    block: the student reads w as its input; stage 1's teacher is guided at w, a progressive
+    round's teacher runs as it samples (`WeightGenerator.guidance_input`)."""
     dist = config.distill
     x, mask, n = batch["x"][:, None, :], batch["mask"][:, None, :], batch["n"]
-    w = draw_w(x.shape[0], dist.w_min, dist.w_max, generator)
+    w = draw_w(x.shape[0], dist.w_min, dist.w_max, generator).to(x.device)
+    student_output = partial(student, **block_cond(n, text, w))
     if round_.progressive:
+        teacher_output = guided_output(teacher.denoiser, n, text, w, teacher.guidance_input)
         return progressive_loss(
-            student, teacher.denoiser, diffusion, round_.steps, x, mask, n, text, w, generator,
-            teacher_guidance_input=teacher.guidance_input,
-        )  # fmt: skip
+            student_output, teacher_output, schedule, round_.steps, x, mask, generator
+        )
+    guided_teacher = guided_output(teacher.denoiser, n, text, w, guidance_input=False)
     return w_student_loss(
-        student, teacher.denoiser, diffusion, x, mask, n, text, w, generator,
-        single_step_t=config.generate.single_step_t,
-        single_step_share=dist.single_step_share,
+        student_output, guided_teacher, schedule, x, mask, generator,
+        single_step_t=config.generate.single_step_t, single_step_share=dist.single_step_share,
     )  # fmt: skip
 
 
@@ -99,7 +104,7 @@ def distill_epoch(
     student: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
     teacher: WeightGenerator,
-    diffusion: WeightDiffusion,
+    schedule: NoiseSchedule,
     shard,
     texts: TextTable,
     config: Config,
@@ -121,7 +126,7 @@ def distill_epoch(
     ):
         text = texts.draw(batch["concept"], generator) if training else texts.own(batch["concept"])
         with torch.set_grad_enabled(training):
-            loss = round_loss(round_, student, teacher, diffusion, batch, text, config, generator)
+            loss = round_loss(round_, student, teacher, schedule, batch, text, config, generator)
         if training:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -177,14 +182,14 @@ def distill_loop_per_worker(loop_config: dict[str, Any]) -> None:
         load_optimizer(optimizer, restored)
         shutil.rmtree(restored, ignore_errors=True)
     texts = TextTable(data, device)
-    diffusion = WeightDiffusion(config.denoiser)
+    schedule = denoiser_schedule(config.denoiser)
     batch = dist.batch_size // config.train.workers
     train_shard = ray.train.get_dataset_shard(TRAIN)
     val_shard = ray.train.get_dataset_shard(VAL) if loop_config["has_val"] else None
     loop_start, first_epoch = time.perf_counter(), state.epoch + 1
     for epoch in range(first_epoch, dist.epochs + 1):
         seed = config.train.seed * 100_003 + epoch * 1_009 + rank
-        args = (teacher, diffusion)
+        args = (teacher, schedule)
         trained = distill_epoch(
             round_, parallel, optimizer, *args, train_shard, texts, config, batch, seed
         )

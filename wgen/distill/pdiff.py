@@ -46,6 +46,7 @@ from wgen.core.runtime import (
     torch_threads,
     write_json,
 )
+from wgen.diffusion import NoiseSchedule
 from wgen.distill.fit import DISTILL_DIR, ROUNDS_FILE, Round
 from wgen.distill.targets import check_power_of_two, progressive_loss
 from wgen.generator.fit import (
@@ -68,9 +69,8 @@ from wgen.pdiff.fit import (
     check_batch,
     epoch_loss,
     fit_rows,
-    latent_diffusion,
+    latent_schedule,
     shard_rows,
-    unconditional,
 )
 from wgen.pdiff.stage import SAMPLE_KEY, evaluate, model_folder
 from wgen.pdiff.zoo import derived_seed, read_zoo
@@ -144,25 +144,22 @@ LOSS_SPACE = "z"  # the DDPM predicts ε: its x̂ is ill-conditioned near t = T 
 
 
 def round_loss(
-    student, teacher: PdiffModel, diffusion, steps: int, z0: torch.Tensor, generator
+    student, teacher: PdiffModel, schedule: NoiseSchedule, steps: int, z0: torch.Tensor, generator
 ) -> torch.Tensor:
-    """The progressive loss of one batch of latents (every value is real: the mask is all
-    ones; no block index, no text, no w), in LOSS_SPACE."""
-    n, text = unconditional(z0.shape[0])
-    mask = torch.ones_like(z0, dtype=torch.bool)
+    """The progressive loss of one batch of latents (every value real, no condition, no w:
+    both denoisers are called as they are), in LOSS_SPACE."""
     return progressive_loss(
-        student, teacher.denoiser, diffusion, steps, z0, mask, n, text, None, generator,
-        teacher_guidance_input=True, space=LOSS_SPACE,
-    )  # fmt: skip
+        student, teacher.denoiser, schedule, steps, z0, None, generator, space=LOSS_SPACE
+    )
 
 
 def fixed_loss(student, teacher: PdiffModel, steps: int, z0: torch.Tensor, seed: int) -> float:
     """The round's loss on all of ``z0`` at a fixed seed (same t, noise): comparable across
     epochs and between the student and its initialisation (the teacher)."""
-    diffusion = latent_diffusion(teacher.cfg)
+    schedule = latent_schedule(teacher.cfg)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        return float(round_loss(student, teacher, diffusion, steps, z0, generator))
+        return float(round_loss(student, teacher, schedule, steps, z0, generator))
 
 
 def pdiff_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -197,14 +194,14 @@ def pdiff_loop_per_worker(loop_config: dict[str, Any]) -> None:
             load_optimizer(optimizer, Path(folder))
             state = TrainState(**read_json(Path(folder) / TRAIN_STATE_FILE))
     parallel = ray.train.torch.prepare_model(student)
-    diffusion = latent_diffusion(cfg)
+    schedule = latent_schedule(cfg)
     batch, epochs = check_batch(cfg), config.distill.pdiff_epochs
     start, first = time.perf_counter(), state.epoch + 1
     for epoch in range(first, epochs + 1):
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 1_009 + rank)
 
         def loss_fn(model, rows, generator=generator):
-            return round_loss(model, teacher, diffusion, round_.steps, rows, generator)
+            return round_loss(model, teacher, schedule, round_.steps, rows, generator)
 
         loss = epoch_loss(parallel, optimizer, z0, batch, generator, loss_fn)
         state.epoch = epoch

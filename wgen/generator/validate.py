@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wgen.config import Config, at_least, need, positive
-from wgen.generator.diffusion import PREDICTION_TYPES
+from wgen.diffusion import PREDICTION_TYPES
 from wgen.generator.schedule import EXPORTS, LR_SCHEDULES
 from wgen.models.denoiser import DENOISER_SIZES
 

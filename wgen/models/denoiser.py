@@ -5,9 +5,10 @@ ResBlocks and Transformer blocks denoises one block w_n of b weights; the block 
 enters as SinEnc(n, d) → MLP added to the timestep embedding in every ResBlock, and the
 text embedding τ(T) enters by cross-attention.
 
-The network knows nothing of noise schedules (`wgen.generator.diffusion` owns them): it maps
-(noised block, timestep, block index, text) to one output of the block's shape, which
-the diffusion module reads as ε, x0 or v.
+The network knows nothing of noise schedules (the diffusion core, `wgen.diffusion`, owns
+them; `wgen.generator.diffusion` passes it this network's conditions): it maps (noised block,
+timestep, block index, text) to one output of the block's shape, which the core reads as
+ε, x0 or v.
 
 Made for guidance and distillation (Meng et al.) without rewriting:
 - `null_text`: a learned embedding in τ's space that replaces the text where

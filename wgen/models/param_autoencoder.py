@@ -11,8 +11,8 @@ every parameter position means something different, so both sides add a learned 
 embedding.
 
 The noise ξ_V, ξ_Z is the training loop's business (`wgen.pdiff.fit`); the denoiser knows
-nothing of schedules (`wgen.generator.diffusion.WeightDiffusion` owns them) and takes the
-same arguments as the LoRA denoiser so that module can drive it unchanged.
+nothing of schedules (the diffusion core, `wgen.diffusion`, owns them) and takes (z_t, t)
+only: it is unconditional.
 
 Layout: building blocks (`down_up_plan`), then `ParamAutoencoder`, then `LatentDenoiser`.
 """
@@ -125,10 +125,7 @@ class ParamAutoencoder(nn.Module):
 
 class LatentDenoiser(nn.Module):
     """ε̂θ(z_t, t): conv in + position embedding, ResBlocks fed the timestep embedding, conv out.
-
-    Unconditional: ``n``, ``text`` and the other arguments exist so that
-    `WeightDiffusion` (written for the block denoiser) drives this model as it is.
-    """
+    Unconditional: the diffusion core (`wgen.diffusion`) calls it as ``model(z_t, t)``."""
 
     def __init__(
         self, latent_shape: tuple[int, int], channels: int, blocks: int, groups: int = 8
@@ -149,15 +146,7 @@ class LatentDenoiser(nn.Module):
         )
         nn.init.normal_(self.pos, std=0.02)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        t: torch.Tensor,
-        n: torch.Tensor | None = None,
-        text: torch.Tensor | None = None,
-        extra_cond: torch.Tensor | None = None,
-        drop_text: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x (B, latent_channels, length), t (B,) → ε̂ of x's shape."""
         emb = act(self.time_emb(t))
         h = self.conv_in(x) + self.pos

@@ -13,8 +13,8 @@ Worker (`train_loop_per_worker`), the driver pattern of `wgen.generator.fit`:
 2. autoencoder: V' = f_dec(f_enc(V + ξ_V) + ξ_Z), loss ‖V − V'‖², `ae_epochs` epochs;
 3. encode the rows (no noise) and scale the latents to unit std over all workers (the DDPM
    assumes data of about that scale, as Stable Diffusion's VAE scaling factor does);
-4. DDPM on the scaled latents with `wgen.generator.diffusion.WeightDiffusion` (diffusers'
-   DDPMScheduler), `ddpm_epochs` epochs.
+4. DDPM on the scaled latents with the diffusion core (`wgen.diffusion`: diffusers'
+   DDPMScheduler, ε-prediction, an unconditional model), `ddpm_epochs` epochs.
 Rank 0 attaches a checkpoint to every `report_every`-th report. After a worker failure the
 new group restores the networks and the epochs done and goes on (the optimizers restart:
 a few hundred small steps, not worth a safetensors round trip here).
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from wgen.config import Config, DenoiserConfig, PdiffConfig
+from wgen.config import Config, PdiffConfig
 from wgen.core.runfolder import fingerprint
 from wgen.core.runtime import (
     atomic_dir,
@@ -45,7 +45,7 @@ from wgen.core.runtime import (
     train_logging_config,
     write_json,
 )
-from wgen.generator.diffusion import WeightDiffusion, masked_mse
+from wgen.diffusion import NoiseSchedule, masked_mse, sample_ddim
 from wgen.models.param_autoencoder import LatentDenoiser, ParamAutoencoder
 from wgen.pdiff.data import PdiffError
 from wgen.weights.format import Manifest
@@ -109,20 +109,9 @@ def build_latent_denoiser(cfg: PdiffConfig, latent_shape: tuple[int, int]) -> La
         return LatentDenoiser(latent_shape, cfg.ddpm_channels, cfg.ddpm_blocks)
 
 
-def latent_diffusion(cfg: PdiffConfig) -> WeightDiffusion:
-    """wgen's diffusion module on the latents: ε-prediction, no text, no block index."""
-    return WeightDiffusion(
-        DenoiserConfig(
-            prediction="epsilon",
-            train_timesteps=cfg.train_timesteps,
-            beta_schedule=cfg.beta_schedule,
-        )
-    )
-
-
-def unconditional(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The block index and text arguments `WeightDiffusion` passes through (unused here)."""
-    return torch.zeros(batch, dtype=torch.long), torch.zeros(batch, 0)
+def latent_schedule(cfg: PdiffConfig) -> NoiseSchedule:
+    """The latent DDPM's schedule: ε-prediction over pdiff.train_timesteps."""
+    return NoiseSchedule("epsilon", cfg.train_timesteps, cfg.beta_schedule)
 
 
 def autoencoder_loss(
@@ -130,16 +119,14 @@ def autoencoder_loss(
 ) -> torch.Tensor:
     """p-diff's loss ‖V − f_dec(f_enc(V + ξ_V) + ξ_Z)‖² on standardised rows V."""
     out = model(v, cfg.input_noise, cfg.latent_noise, generator)
-    return masked_mse(out, v, torch.ones_like(v, dtype=torch.bool))
+    return masked_mse(out, v)
 
 
 def latent_ddpm_loss(
-    model: LatentDenoiser, diffusion: WeightDiffusion, z0: torch.Tensor, generator: torch.Generator
+    model: LatentDenoiser, schedule: NoiseSchedule, z0: torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
     """The DDPM loss E‖ε − ε̂θ(z_t, t)‖² on scaled latents z0 (B, C, L)."""
-    n, text = unconditional(len(z0))
-    mask = torch.ones_like(z0, dtype=torch.bool)
-    return diffusion.training_loss(model, z0, mask, n, text, generator=generator)
+    return schedule.training_loss(model, z0, generator=generator)
 
 
 def fit_digest(cfg: PdiffConfig, setting: str) -> str:
@@ -265,10 +252,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     z = z / state.latent_scale
 
     # 4. the latent DDPM
-    diffusion = latent_diffusion(cfg)
+    schedule = latent_schedule(cfg)
 
     def ddpm_loss(model, z0):
-        return latent_ddpm_loss(model, diffusion, z0, generator)
+        return latent_ddpm_loss(model, schedule, z0, generator)
 
     parallel = ray.train.torch.prepare_model(den)
     optimizer = torch.optim.AdamW(den.parameters(), lr=cfg.ddpm_lr)
@@ -402,12 +389,9 @@ class PdiffModel:
     def sample(self, count: int, seed: int, steps: int | None = None) -> np.ndarray:
         """``count`` flat parameter vectors: DDIM from noise in latent space, decode, un-standardise."""
         generator = torch.Generator().manual_seed(seed)
-        n, text = unconditional(count)
         shape = (count, *self.ae.latent_shape)
-        diffusion = latent_diffusion(self.cfg)
-        z = diffusion.sample_ddim(
-            self.denoiser, n, text, steps or self.cfg.sample_steps, shape, generator
-        )
+        steps = steps or self.cfg.sample_steps
+        z = sample_ddim(latent_schedule(self.cfg), self.denoiser, steps, shape, generator)
         v = self.ae.decode(z * self.state.latent_scale)
         return self.codec.decode(v.numpy())
 
