@@ -106,9 +106,7 @@ class BaseModel(Protocol):
         """The tasks of these concepts from run folder ``out``, sorted by concept id."""
         ...
 
-    def quality(
-        self, state: Mapping[str, torch.Tensor] | None, task: TaskData
-    ) -> dict[str, float]:
+    def quality(self, state: Mapping[str, torch.Tensor] | None, task: TaskData) -> dict[str, float]:
         """Metrics of the model with selected parameters ``state`` (manifest keys; None = the
         family's neutral start) on the task's held-back data; includes `quality_key`."""
         ...
