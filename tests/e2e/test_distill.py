@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tests.e2e.interrupt import interrupt_wgen
@@ -106,3 +107,22 @@ def test_ctrl_c_keeps_the_round_and_the_next_command_resumes_it(ray_local, teach
     history = WeightGenerator.load(out / DISTILL_DIR / "w").info["history"]
     assert [m["epoch"] for m in history] == list(range(1, resumed + 2))
     assert history[:resumed] == before[:resumed], "the epochs before were resumed, not retrained"
+
+
+def test_an_unguided_distillation_is_one_progressive_round(ray_local, teacher_run, tmp_path):
+    """w_max = 0 (what `wgen demo` runs on its generator, trained without text dropout): no
+    stage 1, the teacher's 2 DDIM steps distilled into one."""
+    out = tmp_path / "run"
+    shutil.copytree(teacher_run, out, ignore=shutil.ignore_patterns(DISTILL_DIR))
+    sets = ["distill.w_max=0", "distill.start_steps=2"]
+    args = ["distill", "--preset", "tiny", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, *[x for s in sets for x in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    rounds = read_json(out / DISTILL_DIR / ROUNDS_FILE)["rounds"]
+    assert [(r["round"], r["w_range"]) for r in rounds] == [("steps-1", [0.0, 0.0])]
+    assert rounds[0]["teacher"] == str(out / "generator")
+    assert not (out / DISTILL_DIR / "w").exists()
+    student = WeightGenerator.load(out / DISTILL_DIR / "steps-1")
+    assert student.config.generate.steps == 1
+    state, _ = student.generate("posterize the image", seed=0)
+    assert state and all(torch.isfinite(v).all() for v in state.values())

@@ -14,7 +14,7 @@ from wgen.config import load_config
 from wgen.core.runtime import write_json
 from wgen.distill.fit import Round
 from wgen.distill.pdiff import MODEL_FILES, pdiff_rounds
-from wgen.distill.stage import distill_rounds, student_config
+from wgen.distill.stage import distill_rounds, prepare_distill, student_config
 from wgen.generator.checkpoint import FORMAT_VERSION, GENERATOR_FILES, INFO_FILE
 
 
@@ -54,6 +54,7 @@ def no_ray():
         (["distill.w_min=-1"], "distill.w_min=-1.0"),
         (["distill.batch_size=33", "train.workers=2"], "distill.batch_size=33"),
         (["distill.start_steps=64"], "denoiser.train_timesteps=100"),
+        (["distill.w_max=0", "distill.start_steps=1"], "distill.start_steps=1"),
     ],
 )
 def test_bad_ranges_fail_in_one_line_before_ray(tmp_path, no_ray, sets, expected):
@@ -70,6 +71,14 @@ def test_a_teacher_trained_without_text_dropout_is_refused(tmp_path, no_ray):
     assert result.exit_code == 2, result.output
     line = first_error_line(result.output)
     assert "denoiser.cond_drop=0" in line and "wgen train --set denoiser.cond_drop=0.1" in line
+
+
+def test_an_unguided_distillation_takes_a_teacher_without_text_dropout(tmp_path, no_ray):
+    out = tmp_path / "run"
+    teacher_folder(out / "generator", cond_drop=0.0)
+    config = load_config("tiny", ["distill.w_max=0"])
+    teacher, teacher_config = prepare_distill(config, out)
+    assert teacher == out / "generator" and teacher_config.denoiser.cond_drop == 0.0
 
 
 def test_a_missing_teacher_names_the_folder_and_the_command(tmp_path, no_ray):
@@ -147,6 +156,8 @@ def test_rounds_halve_the_steps_down_to_one():
         Round("steps-1", 1, True),
     ]
     assert distill_rounds(1) == [Round("w", 1, False)]
+    # unguided: stage 1 would copy its teacher, so the rounds are progressive alone
+    assert distill_rounds(2, with_guidance=False) == [Round("steps-1", 1, True)]
 
 
 def test_a_one_step_student_samples_from_the_last_timestep():

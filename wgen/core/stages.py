@@ -158,7 +158,7 @@ STAGES: dict[str, Stage] = {
             folder="",
             entry="wgen.pipeline:run_demo",
             options=("force", "overrides"),
-            runs=("pairs", "collect", "train", "bench"),
+            runs=("pairs", "collect", "train", "bench", "distill"),
         ),
     )
 }

@@ -49,10 +49,18 @@ from wgen.generator.fit import (
 W_STUDENT = "w"  # stage 1's folder
 
 
-def distill_rounds(start_steps: int) -> list[Round]:
-    """Stage 1 at ``start_steps``, then one progressive round per halving down to 1 step."""
+def guided(distill: DistillConfig) -> bool:
+    """Whether the students learn guidance (w > 0 somewhere in the range). Unguided (w_max =
+    0), stage 1 would only copy its teacher, so the rounds are progressive alone and the
+    teacher needs no text dropout."""
+    return distill.w_max > 0
+
+
+def distill_rounds(start_steps: int, with_guidance: bool = True) -> list[Round]:
+    """Stage 1 at ``start_steps`` (when the students learn guidance), then one progressive
+    round per halving down to 1 step."""
     steps = check_power_of_two(start_steps)
-    rounds = [Round(W_STUDENT, steps, progressive=False)]
+    rounds = [Round(W_STUDENT, steps, progressive=False)] if with_guidance else []
     while steps > 1:
         steps //= 2
         rounds.append(Round(f"steps-{steps}", steps, progressive=True))
@@ -90,11 +98,12 @@ def prepare_distill(config: Config, out: Path) -> tuple[Path, Config]:
             "or pass --set distill.teacher_dir=DIR",
         ) from None
     teacher_config = Config.load(teacher / CONFIG_YAML)
-    if teacher_config.denoiser.cond_drop <= 0:
+    if teacher_config.denoiser.cond_drop <= 0 and guided(config.distill):
         raise ConfigError(
             f"the teacher {teacher} was trained with denoiser.cond_drop=0: its null text never "
             "learned the unconditional model guidance needs; train it with "
-            "`wgen train --set denoiser.cond_drop=0.1` (or pass another distill.teacher_dir)"
+            "`wgen train --set denoiser.cond_drop=0.1` (or pass another distill.teacher_dir), "
+            "or distil its steps alone with --set distill.w_max=0"
         )
     if read_json(teacher / INFO_FILE).get("guidance_input"):
         raise ConfigError(
@@ -154,7 +163,7 @@ def run_distill(
     hint = [item for item in overrides if not item.startswith("distill.")]
     verify_inputs(out, "distill", command_args(config, out, hint))
     teacher, teacher_config = prepare_distill(config, out)
-    rounds = distill_rounds(config.distill.start_steps)
+    rounds = distill_rounds(config.distill.start_steps, guided(config.distill))
     per_worker_batch(
         dataclasses.replace(config.train, batch_size=config.distill.batch_size)
     )  # the global batch divides by the workers, before anything starts

@@ -45,6 +45,12 @@ def validate(config: Config) -> None:
         "must be a power of two (1, 2, 4, 8, ...): each round halves the steps down to 1",
     )
     need(
+        steps > 1 or dist.w_max > 0,
+        "distill.start_steps",
+        steps,
+        "must be 2 or more when distill.w_max=0: unguided, only the steps are distilled",
+    )
+    need(
         2 * steps <= config.denoiser.train_timesteps,
         "distill.start_steps",
         steps,
