@@ -22,6 +22,7 @@ from wgen.core.runtime import print0
 from wgen.core.stages import STAGES, load
 from wgen.core.storage import RunStorage
 
+
 @contextmanager
 def synced(storage: RunStorage, stage: str) -> Iterator[None]:
     """Pull what ``stage`` reads into the staging copy, run the block, push what it wrote,
