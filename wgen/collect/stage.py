@@ -32,7 +32,6 @@ from wgen.core.storage import RunStorage
 from wgen.data.concepts import select_for_collection
 from wgen.data.pairs import CONCEPTS_FILE, PAIRS_DIR, load_concepts, pairs_done, read_pairs
 from wgen.gan.training import (
-    BASE_DIR,
     BaseGAN,
     ConceptPairs,
     concept_pairs,
@@ -41,6 +40,7 @@ from wgen.gan.training import (
     train_lora,
     weight_manifest,
 )
+from wgen.models.base import BASE_DIR, BASE_FILE
 from wgen.weights.format import flatten
 from wgen.weights.store import MANIFEST_FILE, WEIGHTS_DIR, WeightStore
 
@@ -53,9 +53,10 @@ def select_concepts(out: Path, collect: CollectConfig) -> list[str]:
 
 
 def ensure_base(config: Config, out: Path) -> BaseGAN:
-    """Train the base generator once per run folder; later runs load it."""
+    """Train the base generator once per run folder; later runs load it. Its folder names
+    its family ("gan", `BaseGAN.save`), which every later stage reads (`wgen.models.base`)."""
     folder = Path(out) / BASE_DIR
-    if (folder / "base.json").exists():
+    if (folder / BASE_FILE).exists():
         base = BaseGAN.load(folder)
         if base.size != config.gan.size:
             raise RunFolderError(
@@ -273,9 +274,9 @@ def run_collect(
     started_ray = not ray.is_initialized()
     init_ray()
     base = ensure_base(config, out)
-    store.save_manifest(weight_manifest(base, config))
+    store.save_manifest(weight_manifest(base, config.lora))
     write_started(out, "collect", config)
-    counts = parameter_counts(base, config)
+    counts = parameter_counts(base, config.lora)
     print0(
         f"collect: generator {counts['total']:,} parameters; stored per concept: "
         f"{counts['lora']:,} LoRA + {counts['norms']:,} norm = {counts['lora'] + counts['norms']:,}"

@@ -42,8 +42,17 @@ from wgen.core.errors import ConfigError
 from wgen.core.runtime import read_json
 from wgen.weights.format import Manifest
 
-__all__ = ["BASE_FILE", "BASE_MODELS", "BaseModel", "TaskData", "base_family", "load_base_model"]
+__all__ = [
+    "BASE_DIR",
+    "BASE_FILE",
+    "BASE_MODELS",
+    "BaseModel",
+    "TaskData",
+    "base_family",
+    "load_base_model",
+]
 
+BASE_DIR = "base"  # RUN/base and GENERATOR/base: the base folder of a run or generator
 BASE_FILE = "base.json"  # in every base folder: {"family": ..., "fingerprint": ..., ...}
 DEFAULT_FAMILY = "gan"  # base folders written before families existed hold the GAN
 
@@ -106,9 +115,7 @@ class BaseModel(Protocol):
         """The tasks of these concepts from run folder ``out``, sorted by concept id."""
         ...
 
-    def quality(
-        self, state: Mapping[str, torch.Tensor] | None, task: TaskData
-    ) -> dict[str, float]:
+    def quality(self, state: Mapping[str, torch.Tensor] | None, task: TaskData) -> dict[str, float]:
         """Metrics of the model with selected parameters ``state`` (manifest keys; None = the
         family's neutral start) on the task's held-back data; includes `quality_key`."""
         ...
@@ -119,6 +126,11 @@ class BaseModel(Protocol):
 
     def save(self, folder: Path) -> None:
         """Write the base folder (`BASE_FILE` with "family" and the frozen weights)."""
+        ...
+
+    @classmethod
+    def load(cls, folder: Path, config: Any) -> BaseModel:
+        """The base model of a folder `save` wrote, bound to the config sections it reads."""
         ...
 
 
