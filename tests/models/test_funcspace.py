@@ -137,7 +137,7 @@ def test_function_space_epochs_lower_the_loss_of_generated_weights():
         concept_epoch(
             model, optimizer, WeightDiffusion(config.denoiser), loss_fn, ListShard(rows),
             TextTable(texts, torch.device("cpu")), torch.as_tensor(codec.layout.mask()), 2,
-            func_timesteps(config), config.train.func_weight, seed,
+            func_timesteps(config.train, config.generate), config.train.func_weight, seed,
         )["func_loss"]
         for seed in range(30)
     ]  # fmt: skip

@@ -74,7 +74,8 @@ def ensure_base(config: Config, out: Path) -> BaseGAN:
     # In the driver for now: the Ray-task path (`train_base_on_ray`, for GPU clusters) failed
     # under pytest's CliRunner with "SystemError: __new__ returned a result with an exception
     # set" (cause not found yet); its own test is in the slow tier.
-    base = train_base(config, concept_pairs(read_pairs(Path(out), concept_ids=ids), config.collect))
+    pairs = concept_pairs(read_pairs(Path(out), concept_ids=ids), config.collect)
+    base = train_base(config.gan, config.data.seed, pairs)
     base.save(folder)
     print0(
         f"collect: base generator {base.fingerprint} trained in {base.info['seconds']} s "
@@ -88,7 +89,7 @@ def _train_base_task(config: dict[str, Any], out: str, concept_ids: list[str]) -
     train the base there, on the task's GPU if it was given one."""
     config_ = Config.from_dict(config)
     frame = read_pairs(Path(out), concept_ids=concept_ids)
-    return train_base(config_, concept_pairs(frame, config_.collect))
+    return train_base(config_.gan, config_.data.seed, concept_pairs(frame, config_.collect))
 
 
 def train_base_on_ray(config: Config, out: Path, concept_ids: list[str]) -> BaseGAN:

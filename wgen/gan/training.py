@@ -402,36 +402,35 @@ class BaseGAN:
         return base
 
 
-def train_base(config: Config, pairs: list[ConceptPairs]) -> BaseGAN:
-    """Train the whole generator on a mixture of training concepts for `gan.base_steps` steps.
+def train_base(gan: GANConfig, seed: int, pairs: list[ConceptPairs]) -> BaseGAN:
+    """Train the whole generator on a mixture of training concepts for `gan.base_steps` steps
+    (``seed``: `data.seed`, the run's).
 
     With no concept input it learns the average edit; LoRA then specialises it per concept.
     Runs on `current_device()` (the GPU of the Ray task `wgen.collect.stage` starts it in, if
     it has one); the models are built on the CPU first, so a seed gives the same init anywhere.
     """
     device = current_device()
-    with torch_seed(config.data.seed):  # any unseeded draw inside, never the caller's RNG
-        generator = build_generator(config.gan.size, seed=config.data.seed).to(device)
-        discriminator = build_discriminator(config.gan.size, seed=config.data.seed + 1).to(device)
-        trainer = Pix2PixTrainer(
-            generator, discriminator, config.gan, config.gan.lr, pairs, config.data.seed
-        )
+    with torch_seed(seed):  # any unseeded draw inside, never the caller's RNG
+        generator = build_generator(gan.size, seed=seed).to(device)
+        discriminator = build_discriminator(gan.size, seed=seed + 1).to(device)
+        trainer = Pix2PixTrainer(generator, discriminator, gan, gan.lr, pairs, seed)
         start = time.perf_counter()
-        with torch_threads(config.gan.threads):  # the driver's default would oversubscribe
-            for _ in range(config.gan.base_steps):
+        with torch_threads(gan.threads):  # the driver's default would oversubscribe
+            for _ in range(gan.base_steps):
                 losses = trainer.step()
         seconds = time.perf_counter() - start
     return BaseGAN(
-        size=config.gan.size,
+        size=gan.size,
         generator=cpu_copy(generator.state_dict()),
         discriminator=cpu_copy(discriminator.state_dict()),
-        fingerprint=fingerprint(generator, config.gan.size),
+        fingerprint=fingerprint(generator, gan.size),
         info={
-            "steps": config.gan.base_steps,
+            "steps": gan.base_steps,
             "concepts": [p.concept_id for p in pairs],
             "seconds": round(seconds, 2),
             "device": str(device),
-            "final_losses": losses if config.gan.base_steps else {},
+            "final_losses": losses if gan.base_steps else {},
         },
     )
 

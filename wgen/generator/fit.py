@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from wgen.config import Config, TrainConfig
+from wgen.config import Config, GenerateConfig, TrainConfig
 from wgen.core.integrity import stage_files
 from wgen.core.runfolder import fingerprint, stage_record, without_later_fields_off
 from wgen.core.runtime import (
@@ -314,12 +314,12 @@ def train_epoch(
     }
 
 
-def func_timesteps(config: Config) -> tuple[int, int]:
-    """[lo, hi] of the timesteps the function-space term is applied at (`train.func_t`)."""
-    if config.train.func_t is None:
-        t = config.generate.single_step_t
-        return t, t
-    lo, hi = config.train.func_t
+def func_timesteps(train: TrainConfig, generate: GenerateConfig) -> tuple[int, int]:
+    """[lo, hi] of the timesteps the function-space term is applied at (`train.func_t`; None:
+    the single generation step's, `generate.single_step_t`)."""
+    if train.func_t is None:
+        return generate.single_step_t, generate.single_step_t
+    lo, hi = train.func_t
     return lo, hi
 
 
@@ -577,7 +577,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics.update(
                 concept_epoch(
                     parallel, optimizer, diffusion, func_loss, concept_shard, texts,
-                    block_mask, concepts_per_step, func_timesteps(config), train.func_weight,
+                    block_mask, concepts_per_step, func_timesteps(train, config.generate), train.func_weight,
                     seed + 7 + 131 * repeat,
                 )
             )  # fmt: skip
