@@ -205,9 +205,8 @@ class WeightGenerator:
         guidance: float | None = None,
     ) -> dict[str, torch.Tensor]:
         """τ(T) (as `embed` gives it; zeros = the null text) → the selected parameters' state
-        dict (manifest keys):
-        all N blocks in one batched forward per step (guided: conditional and null halves in
-        that one forward; a w-student: w as its input)."""
+        dict (manifest keys): all N blocks in one batched forward per step (guided:
+        conditional and null halves in that one forward; a w-student: w as its input)."""
         layout = self.layout
         device = next(self.denoiser.parameters()).device
         n = torch.from_numpy(layout.block_index()).to(device)
