@@ -139,7 +139,8 @@ def per_worker_batch(train: TrainConfig) -> int:
 
 
 def quality_due(epoch: int, train: TrainConfig) -> bool:
-    """Score the base model's quality every `quality_every` epochs (0 = never early) and at the last one."""
+    """Score the base model's quality every `quality_every` epochs (0 = never early) and at
+    the last one."""
     return epoch == train.epochs or (train.quality_every > 0 and epoch % train.quality_every == 0)
 
 
@@ -577,8 +578,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics.update(
                 concept_epoch(
                     parallel, optimizer, diffusion, func_loss, concept_shard, texts,
-                    block_mask, concepts_per_step, func_timesteps(train, config.generate), train.func_weight,
-                    seed + 7 + 131 * repeat,
+                    block_mask, concepts_per_step, func_timesteps(train, config.generate),
+                    train.func_weight, seed + 7 + 131 * repeat,
                 )
             )  # fmt: skip
         metrics["val_loss"] = (
