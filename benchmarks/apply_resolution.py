@@ -38,7 +38,8 @@ from wgen.data.images import builtin_photos
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts
 from wgen.gan.fullsize import DEFAULT_STRATEGY, STRATEGIES, edit_full_size, fit_side
 from wgen.gan.metrics import model_to_uint8, paired_l1, uint8_to_model
-from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
+from wgen.gan.training import BaseGAN, lora_generator
+from wgen.models.base import BASE_DIR
 from wgen.models.gan import GAN_SIZES
 from wgen.weights.store import WeightStore, checkpoint_state
 
@@ -77,7 +78,7 @@ def concept_models(run: Path, split: str, preset: str, limit: int | None, oracle
     last = store.read(splits=[split]).groupby("concept_id").tail(1)
     for _, row in list(last.iterrows())[:limit]:
         state = checkpoint_state(row, store.manifest(), base.fingerprint)
-        model = lora_generator(base, config, state).eval()
+        model = lora_generator(base, config.lora, state).eval()
         yield row["concept_id"], row["concept_text"], model, image_size
 
 

@@ -24,7 +24,8 @@ from wgen.config import load_config
 from wgen.core.runtime import init_ray
 from wgen.data.pairs import read_pairs
 from wgen.gan.metrics import build_feature_extractor
-from wgen.gan.training import BASE_DIR, BaseGAN, concept_pairs
+from wgen.gan.training import BaseGAN, concept_pairs
+from wgen.models.base import BASE_DIR
 from wgen.weights.store import WeightStore
 
 
@@ -45,7 +46,7 @@ def plain_loop(config, out: Path, run: Path, ids: list[str]) -> float:
     torch.set_num_threads(config.gan.threads)
     base = BaseGAN.load(out / BASE_DIR)
     store = WeightStore(run)
-    store.save_manifest(weight_manifest(base, config))
+    store.save_manifest(weight_manifest(base, config.lora))
     extractor = build_feature_extractor(config.collect.feature_extractor)
     start = time.perf_counter()
     frame = read_pairs(out, ids)

@@ -54,10 +54,8 @@ import torch
 from wgen.bench.methods import BaselineRecipe, Baselines
 from wgen.config import Config
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts
-from wgen.gan.metrics import build_feature_extractor
-from wgen.gan.quality import concept_evals, score_lora
-from wgen.gan.training import BASE_DIR, BaseGAN
 from wgen.generator.checkpoint import WeightGenerator
+from wgen.models.base import BASE_DIR, load_base_model
 from wgen.models.denoiser import Denoiser
 from wgen.weights.store import WeightStore
 
@@ -279,7 +277,7 @@ def main() -> None:
         for part, denoiser in denoiser_parts(first.denoiser).items():
             generators[f"{first_name}-{part}"] = dataclasses.replace(first, denoiser=denoiser)
     config: Config = first.config
-    base = BaseGAN.load(args.out / BASE_DIR)
+    base = load_base_model(args.out / BASE_DIR, config)
     store = WeightStore(args.out)
     manifest = store.manifest()
     for generator in generators.values():
@@ -309,8 +307,7 @@ def main() -> None:
     pooled = baselines.embed([programs[c].text for c in eval_ids])
 
     # 3. Score every method on every validation / held-out concept.
-    extractor = build_feature_extractor(config.collect.feature_extractor)
-    evals = concept_evals(args.out, eval_ids, config, extractor)
+    evals = base.task_data(args.out, eval_ids)
     own = own_loras(frame, eval_ids, len(lengths))
     if args.ceilings is not None:
         check_ceilings(args.ceilings, args.out)
@@ -332,9 +329,9 @@ def main() -> None:
         flats = {m: baselines.predict(m, embedding, edits) for m in BASELINE_METHODS}
         if e.concept_id in own:
             flats["own"] = own[e.concept_id]
-        scores = {"lora-zero": score_lora(base, config, None, e.evaluate)}
+        scores = {"lora-zero": base.quality(None, e)}
         for method, flat in flats.items():
-            scores[method] = score_lora(base, config, baselines.state(flat), e.evaluate)
+            scores[method] = base.quality(baselines.state(flat), e)
         other = evals[(i + 1) % len(evals)].concept_id
         own_text_loras = {}  # per generator, one LoRA per seed: --average reuses them
         for name, generator in generators.items():
@@ -348,16 +345,11 @@ def main() -> None:
                 loras = [generator.generate_from_embedding(text, 1, s) for s in seeds]
                 if label == name:
                     own_text_loras[name] = loras
-                per_seed = [score_lora(base, config, lora, e.evaluate) for lora in loras]
+                per_seed = [base.quality(lora, e) for lora in loras]
                 scores[label] = mean_scores(per_seed)
         if args.average:
             per_seed = [
-                score_lora(
-                    base,
-                    config,
-                    average_loras([own_text_loras[n][k] for n in averaged]),
-                    e.evaluate,
-                )
+                base.quality(average_loras([own_text_loras[n][k] for n in averaged]), e)
                 for k in range(len(seeds))
             ]
             scores["average"] = mean_scores(per_seed)
@@ -365,7 +357,7 @@ def main() -> None:
             first.generate_from_embedding(text_states[first_name][e.concept_id], args.ddim_steps, s)
             for s in seeds
         ]
-        per_seed = [score_lora(base, config, d, e.evaluate) for d in ddim]
+        per_seed = [base.quality(d, e) for d in ddim]
         scores[f"{first_name}-ddim"] = mean_scores(per_seed)
         split = programs[e.concept_id].split
         kind = programs[e.concept_id].kind
@@ -424,7 +416,7 @@ def main() -> None:
                     "per_concept": rows,
                     "latency_ms": timings,
                     "baseline_fit_s": fit_seconds,
-                    "feature_extractor": extractor.name,
+                    "feature_extractor": base.extractor.name,
                 },
                 indent=1,
             )

@@ -37,10 +37,8 @@ from generator_quality import gap_closed, latency, own_loras  # noqa: E402
 
 from wgen.bench.methods import BaselineRecipe, Baselines  # noqa: E402
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts  # noqa: E402
-from wgen.gan.metrics import build_feature_extractor  # noqa: E402
-from wgen.gan.quality import concept_evals, score_lora  # noqa: E402
-from wgen.gan.training import BASE_DIR, BaseGAN  # noqa: E402
 from wgen.generator.checkpoint import WeightGenerator  # noqa: E402
+from wgen.models.base import BASE_DIR, load_base_model  # noqa: E402
 from wgen.weights.store import WeightStore  # noqa: E402
 
 
@@ -76,7 +74,7 @@ def main() -> None:
         models[folder.parent.name] = (student, grid)
 
     config = teacher.config
-    base = BaseGAN.load(args.out / BASE_DIR)
+    base = load_base_model(args.out / BASE_DIR, config)
     store = WeightStore(args.out)
     lengths = store.manifest().group_lengths
     baselines = Baselines.fit(
@@ -89,9 +87,7 @@ def main() -> None:
     programs = {c.id: c for c in load_concepts(args.out / CONCEPTS_FILE)}
     eval_ids = sorted(c.id for c in programs.values() if c.split in ("val", "heldout"))
     own = own_loras(store.read(), eval_ids, len(lengths))
-    evals = concept_evals(
-        args.out, eval_ids, config, build_feature_extractor(config.collect.feature_extractor)
-    )
+    evals = base.task_data(args.out, eval_ids)
     pooled = baselines.embed([e.text for e in evals])
     rows = []
     for i, e in enumerate(evals):
@@ -99,21 +95,16 @@ def main() -> None:
         scores = {}
         if e.concept_id in own:
             state = baselines.state(own[e.concept_id])
-            scores[("own", 0, 0.0)] = score_lora(base, config, state, e.evaluate)
+            scores[("own", 0, 0.0)] = base.quality(state, e)
         for method in ("mean", "ridge"):
             flat = baselines.predict(method, pooled[e.text], None)
-            scores[(method, 0, 0.0)] = score_lora(base, config, baselines.state(flat), e.evaluate)
+            scores[(method, 0, 0.0)] = base.quality(baselines.state(flat), e)
         for name, (model, grid) in models.items():
             text = model.embed(e.text)
             for steps in grid:
                 for w in args.w:
                     l1 = [
-                        score_lora(
-                            base,
-                            config,
-                            model.generate_from_embedding(text, steps, s, w),
-                            e.evaluate,
-                        )["l1"]
+                        base.quality(model.generate_from_embedding(text, steps, s, w), e)["l1"]
                         for s in seeds
                     ]
                     scores[(name, steps, w)] = {"l1": float(np.mean(l1))}

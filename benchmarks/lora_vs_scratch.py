@@ -21,7 +21,8 @@ import torch
 from wgen.config import load_config
 from wgen.data.pairs import read_pairs
 from wgen.gan.metrics import build_feature_extractor, paired_l1
-from wgen.gan.training import BASE_DIR, BaseGAN, concept_pairs, train_lora, train_scratch
+from wgen.gan.training import BaseGAN, concept_pairs, train_lora, train_scratch
+from wgen.models.base import BASE_DIR
 
 
 def final(run, smooth: int) -> float:

@@ -347,8 +347,8 @@ def finetune(
     until converged; prints the held-back quality against time and writes the adapter, with
     your photos edited at their own size in <out>/preview/."""
     from wgen.bench.finetune import run_finetune
-    from wgen.gan.training import BASE_DIR
     from wgen.generator.checkpoint import GeneratorFolderError
+    from wgen.models.base import BASE_DIR
 
     with reported():
         set_verbose(False)

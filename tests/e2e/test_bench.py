@@ -18,9 +18,10 @@ from wgen.cli import app
 from wgen.core.runfolder import stage_record
 from wgen.core.runtime import SUCCESS_FILE, write_json
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, run_pairs
-from wgen.gan.training import BASE_DIR, BaseGAN
+from wgen.gan.training import BaseGAN
 from wgen.generator.checkpoint import WeightGenerator
 from wgen.generator.dataset import row_vectors
+from wgen.models.base import BASE_DIR, load_base_model
 from wgen.models.denoiser import build_denoiser
 from wgen.weights.blocks import BlockLayout
 from wgen.weights.codec import BlockCodec
@@ -54,7 +55,7 @@ def untrained_generator(config, out: Path) -> Path:
         manifest=manifest,
         text_encoder="minilm",
         text_dim=384,
-        base=BaseGAN.load(out / BASE_DIR),
+        base=load_base_model(out / BASE_DIR, config),
     )
     return generator.save(out / "generator")
 

@@ -16,7 +16,8 @@ from wgen.collect.stage import run_collect, select_concepts
 from wgen.config import load_config
 from wgen.data.pairs import run_pairs
 from wgen.gan.lora import load_trainable_state_dict
-from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
+from wgen.gan.training import BaseGAN, lora_generator
+from wgen.models.base import BASE_DIR
 from wgen.models.gan import build_generator, fingerprint
 from wgen.weights.format import WeightFormatError
 from wgen.weights.store import WeightStore, checkpoint_state
@@ -71,7 +72,7 @@ def test_collect_writes_k_checkpoints_per_concept_and_resumes(collected):
     base = BaseGAN.load(out / BASE_DIR)
     manifest = store.manifest()
     state = checkpoint_state(frame.iloc[0], manifest, base.fingerprint)
-    model = lora_generator(base, config)
+    model = lora_generator(base, config.lora)
     load_trainable_state_dict(model, state)
     assert any(v.abs().sum() > 0 for k, v in state.items() if "lora_B" in k)
 

@@ -20,7 +20,9 @@ def test_base_gan_as_a_ray_task_equals_the_driver_for_a_fixed_seed(ray_local, tm
     ids = sorted(frame.loc[frame["split"] == "train", "concept_id"].unique())[:3]
 
     in_driver = train_base(
-        config, concept_pairs(frame[frame["concept_id"].isin(ids)], config.collect)
+        config.gan,
+        config.data.seed,
+        concept_pairs(frame[frame["concept_id"].isin(ids)], config.collect),
     )
     as_task = train_base_on_ray(config, tmp_path, ids)
 

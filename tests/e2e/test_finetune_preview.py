@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from tests.e2e.test_bench import run_folder  # noqa: F401 - the tiny run with a generator
 from wgen.cli import app
 from wgen.gan.lora import load_adapter
-from wgen.gan.training import BASE_DIR, BaseGAN
+from wgen.gan.training import BaseGAN
+from wgen.models.base import BASE_DIR
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 

@@ -27,7 +27,7 @@ from wgen.core.runfolder import LOCK_FILE, stage_record
 from wgen.core.runtime import SUCCESS_FILE, write_json
 from wgen.data.pairs import run_pairs
 from wgen.gan.lora import load_adapter, trainable_state_dict
-from wgen.gan.training import BASE_DIR, BaseGAN
+from wgen.gan.training import BaseGAN
 from wgen.generator.checkpoint import WeightGenerator
 from wgen.generator.fit import (
     GENERATOR_DIR,
@@ -38,6 +38,7 @@ from wgen.generator.fit import (
     run_train,
 )
 from wgen.generator.schedule import LR_FLOOR
+from wgen.models.base import BASE_DIR
 from wgen.models.gan import build_discriminator, build_generator, fingerprint
 from wgen.weights.store import WeightStore
 

@@ -19,7 +19,7 @@ def collect_without_ray(config, out: Path) -> None:
     torch.set_num_threads(1)
     base = ensure_base(config, out)
     store = WeightStore(out)
-    store.save_manifest(weight_manifest(base, config))
+    store.save_manifest(weight_manifest(base, config.lora))
     ids = select_concepts(out, config.collect)
     extractor = build_feature_extractor(config.collect.feature_extractor)
     for pairs in concept_pairs(read_pairs(out, ids), config.collect):

@@ -23,7 +23,7 @@ def setting():
             config.bench, eval_every=5, window_steps=10, max_steps=40, selection_pairs=2
         )
         pairs = tiny_pairs("c0001", n=14)
-        yield bench_rule(config), pairs, train_base(config, [pairs])
+        yield bench_rule(config), pairs, train_base(config.gan, config.data.seed, [pairs])
 
 
 def fine_tune(setting, test_targets=None):

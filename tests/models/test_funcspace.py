@@ -1,5 +1,6 @@
 """The function-space term: the differentiable decode equals the exact one, and its gradient
-moves weights so that the GAN's output moves toward the targets."""
+moves weights so that the GAN's output moves toward the targets (through the GAN's
+`BaseModel` implementation)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import torch
 
 from wgen.config import load_config
+from wgen.gan.base_model import GanBaseModel
 from wgen.gan.lora import trainable_state_dict
 from wgen.gan.training import lora_generator, weight_manifest
 from wgen.generator.funcspace import FunctionSpaceLoss
@@ -20,7 +22,7 @@ from .test_weightgen import tiny_base
 def random_rows(base, config, manifest, count: int, seed: int = 0) -> list[list[np.ndarray]]:
     """Trainable states of the tiny GAN with every value perturbed (B ≠ 0, norms moved)."""
     rng = np.random.default_rng(seed)
-    state = trainable_state_dict(lora_generator(base, config))
+    state = trainable_state_dict(lora_generator(base, config.lora))
     rows = []
     for _ in range(count):
         vectors = flatten(state, manifest)
@@ -31,7 +33,7 @@ def random_rows(base, config, manifest, count: int, seed: int = 0) -> list[list[
 def setup():
     config = load_config("tiny")
     base = tiny_base()
-    manifest = weight_manifest(base, config)
+    manifest = weight_manifest(base, config.lora)
     layout = BlockLayout.from_lengths(manifest.group_lengths, config.denoiser.block_size)
     rows = random_rows(base, config, manifest, 4)
     codec = BlockCodec.fit(rows, layout, center=True)
@@ -41,7 +43,7 @@ def setup():
 def test_differentiable_decode_matches_the_exact_one():
     config, base, manifest, codec, rows = setup()
     blocks, _ = codec.encode(rows[:1])
-    loss = FunctionSpaceLoss(base, config, codec, manifest)
+    loss = FunctionSpaceLoss(GanBaseModel(base, config.lora, config.collect), codec, manifest)
     views = loss.state(torch.from_numpy(blocks[0]))
     exact = unflatten(codec.decode(blocks[0]), manifest)
     assert len(views) == len(exact)
@@ -50,13 +52,13 @@ def test_differentiable_decode_matches_the_exact_one():
     # Same output as the GAN with that LoRA loaded the ordinary way.
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
-        expected = lora_generator(base, config, init=exact).eval()(x)
+        expected = lora_generator(base, config.lora, init=exact).eval()(x)
         torch.testing.assert_close(loss.outputs(torch.from_numpy(blocks[0]), x), expected)
 
 
 def test_gradient_steps_on_the_blocks_lower_the_loss():
     config, base, manifest, codec, rows = setup()
-    loss_fn = FunctionSpaceLoss(base, config, codec, manifest)
+    loss_fn = FunctionSpaceLoss(GanBaseModel(base, config.lora, config.collect), codec, manifest)
     g = torch.Generator().manual_seed(0)
     sources = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
     targets = -sources  # an inversion: far from what the base GAN does
@@ -70,7 +72,8 @@ def test_gradient_steps_on_the_blocks_lower_the_loss():
         optimizer.step()
         losses.append(loss.item())
     assert blocks.grad is not None and blocks.grad.abs().sum() > 0
-    assert not any(p.requires_grad for p in loss_fn.model.parameters()), "the GAN stays frozen"
+    frozen = loss_fn.base.frozen_model
+    assert not any(p.requires_grad for p in frozen.parameters()), "the GAN stays frozen"
     assert losses[-1] < 0.95 * losses[0]
 
 
@@ -108,7 +111,7 @@ def test_function_space_epochs_lower_the_loss_of_generated_weights():
         targets = np.stack(
             [
                 model_to_uint8(
-                    lora_generator(base, config, init=unflatten(concept_rows[c], manifest)).eval()(
+                    lora_generator(base, config.lora, unflatten(concept_rows[c], manifest)).eval()(
                         uint8_to_model(sources[c])
                     )
                 )
@@ -117,7 +120,7 @@ def test_function_space_epochs_lower_the_loss_of_generated_weights():
         )
     blocks, _ = codec.encode(concept_rows[:2])
     rows = [
-        {"concept": c, "blocks": blocks[c : c + 1], "sources": sources[c], "targets": targets[c]}
+        {"concept": c, "blocks": blocks[c : c + 1], "inputs": sources[c], "targets": targets[c]}
         for c in range(2)
     ]
     texts = SimpleNamespace(
@@ -129,12 +132,12 @@ def test_function_space_epochs_lower_the_loss_of_generated_weights():
         torch.manual_seed(0)
         model = build_denoiser(config.denoiser, 8)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    loss_fn = FunctionSpaceLoss(base, config, codec, manifest)
+    loss_fn = FunctionSpaceLoss(GanBaseModel(base, config.lora, config.collect), codec, manifest)
     losses = [
         concept_epoch(
             model, optimizer, WeightDiffusion(config.denoiser), loss_fn, ListShard(rows),
             TextTable(texts, torch.device("cpu")), torch.as_tensor(codec.layout.mask()), 2,
-            func_timesteps(config), config.train.func_weight, seed,
+            func_timesteps(config.train, config.generate), config.train.func_weight, seed,
         )["func_loss"]
         for seed in range(30)
     ]  # fmt: skip

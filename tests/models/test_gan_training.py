@@ -181,16 +181,16 @@ def extractor():
 
 @pytest.fixture(scope="module")
 def base():
-    return train_base(tiny_config(), [tiny_pairs()])
+    return train_base(tiny_config().gan, tiny_config().data.seed, [tiny_pairs()])
 
 
 def test_train_base_is_seeded_without_touching_the_global_rng():
     torch.manual_seed(5)
     expected = torch.rand(4)
     torch.manual_seed(5)
-    first = train_base(tiny_config(), [tiny_pairs()])
+    first = train_base(tiny_config().gan, tiny_config().data.seed, [tiny_pairs()])
     assert torch.equal(torch.rand(4), expected)
-    second = train_base(tiny_config(), [tiny_pairs()])
+    second = train_base(tiny_config().gan, tiny_config().data.seed, [tiny_pairs()])
     assert first.fingerprint == second.fingerprint
 
 

@@ -13,6 +13,7 @@ from peft import PeftModel
 
 from wgen.config import load_config
 from wgen.core.runtime import torch_threads
+from wgen.gan.base_model import GanBaseModel
 from wgen.gan.lora import load_adapter, trainable_state_dict
 from wgen.gan.training import BaseGAN, lora_generator, weight_manifest
 from wgen.generator.checkpoint import GeneratorFolderError, WeightGenerator
@@ -42,12 +43,12 @@ def tiny_generator(seed: int = 0, block_readout: int = 0) -> WeightGenerator:
     zero), so the noise seed and the text show in what it generates, as in a trained one."""
     config = load_config("tiny", [f"denoiser.block_readout={block_readout}"])
     base = tiny_base()
-    manifest = weight_manifest(base, config)
+    manifest = weight_manifest(base, config.lora)
     layout = BlockLayout.from_lengths(manifest.group_lengths, config.denoiser.block_size)
     rows = []
     for init_seed in range(seed, seed + 3):
         config.lora.init_seed = init_seed
-        rows.append(flatten(trainable_state_dict(lora_generator(base, config)), manifest))
+        rows.append(flatten(trainable_state_dict(lora_generator(base, config.lora)), manifest))
     config.lora.init_seed = seed
     codec = BlockCodec.fit(rows, layout, center=True)
     with torch.random.fork_rng():
@@ -56,7 +57,15 @@ def tiny_generator(seed: int = 0, block_readout: int = 0) -> WeightGenerator:
         torch.nn.init.normal_(denoiser.conv_out.weight, std=0.3)
         if denoiser.readout is not None:
             torch.nn.init.normal_(denoiser.readout.weight, std=0.3)
-    return WeightGenerator(config, denoiser, codec, manifest, "minilm", TEXT_DIM, base)
+    return WeightGenerator(
+        config,
+        denoiser,
+        codec,
+        manifest,
+        "minilm",
+        TEXT_DIM,
+        GanBaseModel(base, config.lora, config.collect),
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -94,7 +103,8 @@ def test_one_batched_forward_per_step_covers_every_block(generator, steps):
         hook.remove()
     assert batches == [generator.layout.n_blocks] * steps
     assert list(state) == generator.manifest.keys
-    generator.lora_model(state)  # the state fits the base GAN's LoRA layers
+    # the state fits the base GAN's LoRA layers
+    lora_generator(generator.base.gan, generator.config.lora, state)
 
 
 def test_generation_is_deterministic_per_seed(generator):
@@ -138,7 +148,8 @@ def test_another_base_fingerprint_is_refused_naming_both(generator):
     with pytest.raises(WeightFormatError):
         WeightGenerator(
             generator.config, generator.denoiser, generator.codec, generator.manifest,
-            "minilm", TEXT_DIM, tiny_base(seed=123),
+            "minilm", TEXT_DIM,
+            GanBaseModel(tiny_base(seed=123), generator.config.lora, generator.config.collect),
         )  # fmt: skip
 
 
@@ -155,7 +166,7 @@ def test_a_codec_of_another_block_size_is_refused(generator):
 def test_write_adapter_loads_into_the_base_with_peft(generator, tmp_path):
     path, seconds = generator.write_adapter("strong sepia tone", tmp_path / "adapter", seed=2)
     assert seconds > 0
-    model = load_adapter(generator.base.build_generator(), path, generator.fingerprint)
+    model = load_adapter(generator.base.gan.build_generator(), path, generator.fingerprint)
     expected, _ = generator.generate("strong sepia tone", seed=2)
     assert_same_state(trainable_state_dict(model), expected)
     with pytest.raises(ValueError, match="empty"):
@@ -171,15 +182,15 @@ def test_a_generated_adapter_loads_with_plain_peft_like_wgen(generator, tmp_path
     path, _ = generator.write_adapter("strong sepia tone", tmp_path / "adapter", seed=2)
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
         warnings.simplefilter("always")
-        peft_model = PeftModel.from_pretrained(generator.base.build_generator(), str(path))
+        peft_model = PeftModel.from_pretrained(generator.base.gan.build_generator(), str(path))
     assert [str(w.message) for w in caught] == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
-    wgen_model = load_adapter(generator.base.build_generator(), path, generator.fingerprint)
+    wgen_model = load_adapter(generator.base.gan.build_generator(), path, generator.fingerprint)
     side = GAN_SIZES["tiny"].image_size
     x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         assert torch.equal(peft_model(x), wgen_model(x))
-        assert not torch.equal(peft_model(x), generator.base.build_generator()(x))
+        assert not torch.equal(peft_model(x), generator.base.gan.build_generator()(x))
 
 
 def test_run_generate_gives_the_caller_its_thread_count_back(generator, tmp_path):

@@ -9,7 +9,10 @@ fine-tuning is `wgen.gan.training.train_lora` under the bench's rule
 with the best model on the held-back pairs. Those pairs both stop the run and score it here
 (a user's few photos leave no third split), so the printed final L1 is optimistic; `wgen
 bench` keeps the two apart. The result is a standard peft adapter folder, as `wgen generate`
-writes it.
+writes it (`BaseModel.export`).
+
+Like the bench's loop, the fine-tuning is the GAN's own: another family is refused in one
+line (`wgen.bench.stage.FINE_TUNED_FAMILY`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from wgen.bench.stage import (
+    FINE_TUNED_FAMILY,
     ProbeL1,
     bench_monitor,
     bench_rule,
@@ -26,18 +30,22 @@ from wgen.bench.stage import (
     make_pairs,
     parse_text,
 )
-from wgen.core.errors import InputFileError
+from wgen.core.errors import ConfigError, InputFileError
 from wgen.core.runtime import atomic_dir, print0, torch_threads
 
 
 def run_finetune(generator_dir: Path, text: str, images: Path, out_dir: Path) -> dict[str, Any]:
     """Write the fine-tuned adapter for ``text`` to ``out_dir``; returns the curve and times."""
-    from wgen.gan.lora import save_adapter
     from wgen.gan.metrics import build_feature_extractor
-    from wgen.gan.training import Evaluator, concept_seed, train_lora
+    from wgen.gan.training import Evaluator, concept_seed, cpu_trainable_state_dict, train_lora
     from wgen.generator.checkpoint import WeightGenerator
 
     generator = WeightGenerator.load(Path(generator_dir))
+    if generator.base.family != FINE_TUNED_FAMILY:
+        raise ConfigError(
+            f"wgen finetune fine-tunes the {FINE_TUNED_FAMILY} base model only; the generator "
+            f"in {generator_dir} is for the {generator.base.family!r} family"
+        )
     config = dataclasses.replace(
         generator.config,
         data=dataclasses.replace(generator.config.data, images_dir=str(images)),
@@ -61,7 +69,7 @@ def run_finetune(generator_dir: Path, text: str, images: Path, out_dir: Path) ->
         probe = ProbeL1(pairs, rule.bench.eval_every, set())
         extractor = build_feature_extractor(config.collect.feature_extractor)
         run = train_lora(
-            generator.base,
+            generator.base.gan,
             rule,
             pairs,
             extractor,
@@ -81,7 +89,7 @@ def run_finetune(generator_dir: Path, text: str, images: Path, out_dir: Path) ->
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(out_dir) as tmp:
-        save_adapter(probe.generator, generator.base.size, tmp, generator.fingerprint)
+        generator.base.export(cpu_trainable_state_dict(probe.generator), tmp)
     end = run.history[-1]
     verdict = (
         f"converged at step {run.converged_step}"

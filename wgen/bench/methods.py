@@ -42,8 +42,7 @@ from wgen.core.errors import ConfigError, InputFileError
 from wgen.core.runfolder import fingerprint
 from wgen.core.runtime import atomic_file
 from wgen.data.concepts import Concept, paraphrases
-from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
-from wgen.gan.training import BaseGAN, concept_pairs
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts
 from wgen.generator.baselines import (
     Hyper,
     Ridge,
@@ -57,6 +56,7 @@ from wgen.generator.baselines import (
 from wgen.generator.dataset import row_vectors, training_subset
 from wgen.generator.funcspace import FunctionSpaceLoss
 from wgen.generator.textcache import cached_embeddings, read_text_cache, text_cache_path
+from wgen.models.base import BaseModel
 from wgen.weights.blocks import BlockLayout
 from wgen.weights.codec import BlockCodec
 from wgen.weights.format import Manifest, flatten, unflatten
@@ -251,14 +251,15 @@ class Baselines:
         cls,
         out: Path,
         config: Config,
-        base: BaseGAN,
+        base: BaseModel | None,
         methods: list[str],
         recipe: BaselineRecipe,
         ridge_alpha: float = 1.0,
         knn_k: int = 5,
         cache_dir: Path | None = None,
     ) -> Baselines:
-        """Read the training checkpoints of ``out`` and fit what ``methods`` need."""
+        """Read the training checkpoints of ``out`` and fit what ``methods`` need (``base``,
+        the run's base model, only for "hyper")."""
         out = Path(out)
         store = WeightStore(out)
         manifest = store.manifest()
@@ -311,13 +312,14 @@ class Baselines:
         if "hyper" in methods:
             layout = BlockLayout.from_lengths(lengths, config.denoiser.block_size)
             codec = BlockCodec.fit(row_vectors(train, len(lengths)), layout, center=True)
-            fitted.func_loss = FunctionSpaceLoss(base, config, codec, manifest)
-            pairs = {
-                p.concept_id: (
-                    p.train_sources[: config.train.func_pairs],
-                    p.train_targets[: config.train.func_pairs],
+            assert base is not None, "hyper trains through the base model"
+            fitted.func_loss = FunctionSpaceLoss(base, codec, manifest)
+            tasks = {
+                t.concept_id: (
+                    t.train_inputs[: config.train.func_pairs],
+                    t.train_targets[: config.train.func_pairs],
                 )
-                for p in concept_pairs(read_pairs(out, train_ids), config.collect)
+                for t in base.task_data(out, train_ids)
             }
             fitted.hyper, fitted.hyper_from_cache = cached_hyper(
                 cache_dir,
@@ -331,7 +333,7 @@ class Baselines:
                 },
                 lambda: train_hyper(
                     data,
-                    pairs,
+                    tasks,
                     fitted.func_loss,
                     epochs=recipe.hyper_epochs,
                     seed=config.data.seed,
@@ -368,7 +370,7 @@ class Baselines:
         raise ValueError(f"{method!r} is not a baseline prediction")
 
     def state(self, flat: np.ndarray) -> dict[str, torch.Tensor]:
-        """A flat vector → the trainable LoRA state dict it stands for."""
+        """A flat vector → the state dict of selected parameters (manifest keys) it stands for."""
         return unflatten(split_flat(flat, self.manifest.group_lengths), self.manifest)
 
     def flat(self, state: dict[str, torch.Tensor]) -> np.ndarray:
@@ -407,7 +409,7 @@ class Init:
 
     method: str
     seed: int
-    state: dict[str, torch.Tensor] | None  # trainable LoRA state; None = standard init/scratch
+    state: dict[str, torch.Tensor] | None  # selected parameters; None = standard init/scratch
     seconds: float  # time to make it (0 for scratch and lora-zero)
     novelty: dict[str, float | str] | None = None  # predicted methods only
 

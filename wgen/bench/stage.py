@@ -53,9 +53,14 @@ from wgen.core.storage import RunStorage
 from wgen.data.concepts import Concept
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts, pairs_done, read_pairs
 from wgen.gan.convergence import GrowingWindowMonitor
-from wgen.gan.training import BASE_DIR, ConceptPairs, concept_pairs, concept_seed
+from wgen.gan.training import ConceptPairs, concept_pairs, concept_seed
+from wgen.models.base import BASE_DIR, BASE_FILE, base_family
 
 BENCH_DIR = "bench"
+# The fine-tuning loop below (pix2pix `train_lora` / `train_scratch` on image pairs, the
+# paired-L1 probe) is the GAN's own; the initial weights it starts from are made through the
+# base-model protocol (`wgen.bench.methods`), so another family needs only a loop of its own.
+FINE_TUNED_FAMILY = "gan"
 RUNS_DIR = "runs"
 RECORD_FILE = "_RECORD.json"
 # Fields that only spread the work or choose what to run; a bench folder is continued
@@ -215,10 +220,16 @@ def prepare_bench(
             f"bench needs the image pairs in {out / 'pairs'}; make them with `wgen pairs {hint}`"
         )
     weights = read_success(out, "collect")
-    if weights is None or not (out / BASE_DIR / "base.json").exists():
+    if weights is None or not (out / BASE_DIR / BASE_FILE).exists():
         raise RunFolderError(
-            f"bench needs the collected weights in {out / 'weights'} and the base GAN in "
+            f"bench needs the collected weights in {out / 'weights'} and the base model in "
             f"{out / BASE_DIR}; make them with `wgen collect {hint}`"
+        )
+    family = base_family(out / BASE_DIR)
+    if family != FINE_TUNED_FAMILY:
+        raise ConfigError(
+            f"wgen bench fine-tunes the {FINE_TUNED_FAMILY} base model only; "
+            f"{out / BASE_DIR} holds the {family!r} family"
         )
     # every file the bench reads is the one its stage wrote (size, format, checksum)
     verify_inputs(out, "bench", hint)
@@ -484,7 +495,11 @@ class ProbeL1:
 
 
 class BenchWorker:
-    """Ray actor: fine-tunes every (method, seed) of one concept per call, writing each run."""
+    """Ray actor: fine-tunes every (method, seed) of one concept per call, writing each run.
+
+    GAN-specific (`FINE_TUNED_FAMILY`, checked in `prepare_bench`): it holds the `BaseGAN`
+    itself, for pix2pix fine-tuning and the output comparison of a start with its nearest
+    training checkpoint."""
 
     def __init__(self, config: dict[str, Any], out: str, folder: str, uri: str | None = None):
         import torch
@@ -559,7 +574,7 @@ class BenchWorker:
             # In function space too: how differently the init and its nearest training
             # checkpoint edit the test images (paired L1 between the two outputs).
             outputs = [
-                generate_uint8(lora_generator(self.base, self.config, s), split.test_sources)
+                generate_uint8(lora_generator(self.base, self.config.lora, s), split.test_sources)
                 for s in (init.state, run["nearest_state"])
             ]
             novelty["output_l1_to_nearest_checkpoint"] = paired_l1(*outputs)
@@ -648,7 +663,7 @@ def run_bench(
     import torch
 
     from wgen.bench.report import write_results
-    from wgen.gan.training import BaseGAN
+    from wgen.models.base import load_base_model
 
     start = time.perf_counter()
     plan = prepare_bench(config, Path(out), list(overrides), force)
@@ -666,7 +681,7 @@ def run_bench(
     baselines = generator = None
     if todo:
         torch.set_num_threads(config.gan.threads)
-        base = BaseGAN.load(plan.out / BASE_DIR)
+        base = load_base_model(plan.out / BASE_DIR, config)
         needed = sorted({m for _, m, _ in todo})
         recipe = plan.baselines_recipe
         baselines = Baselines.fit(

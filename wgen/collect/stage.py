@@ -32,7 +32,6 @@ from wgen.core.storage import RunStorage
 from wgen.data.concepts import select_for_collection
 from wgen.data.pairs import CONCEPTS_FILE, PAIRS_DIR, load_concepts, pairs_done, read_pairs
 from wgen.gan.training import (
-    BASE_DIR,
     BaseGAN,
     ConceptPairs,
     concept_pairs,
@@ -41,6 +40,7 @@ from wgen.gan.training import (
     train_lora,
     weight_manifest,
 )
+from wgen.models.base import BASE_DIR, BASE_FILE
 from wgen.weights.format import flatten
 from wgen.weights.store import MANIFEST_FILE, WEIGHTS_DIR, WeightStore
 
@@ -53,9 +53,10 @@ def select_concepts(out: Path, collect: CollectConfig) -> list[str]:
 
 
 def ensure_base(config: Config, out: Path) -> BaseGAN:
-    """Train the base generator once per run folder; later runs load it."""
+    """Train the base generator once per run folder; later runs load it. Its folder names
+    its family ("gan", `BaseGAN.save`), which every later stage reads (`wgen.models.base`)."""
     folder = Path(out) / BASE_DIR
-    if (folder / "base.json").exists():
+    if (folder / BASE_FILE).exists():
         base = BaseGAN.load(folder)
         if base.size != config.gan.size:
             raise RunFolderError(
@@ -73,7 +74,8 @@ def ensure_base(config: Config, out: Path) -> BaseGAN:
     # In the driver for now: the Ray-task path (`train_base_on_ray`, for GPU clusters) failed
     # under pytest's CliRunner with "SystemError: __new__ returned a result with an exception
     # set" (cause not found yet); its own test is in the slow tier.
-    base = train_base(config, concept_pairs(read_pairs(Path(out), concept_ids=ids), config.collect))
+    pairs = concept_pairs(read_pairs(Path(out), concept_ids=ids), config.collect)
+    base = train_base(config.gan, config.data.seed, pairs)
     base.save(folder)
     print0(
         f"collect: base generator {base.fingerprint} trained in {base.info['seconds']} s "
@@ -87,7 +89,7 @@ def _train_base_task(config: dict[str, Any], out: str, concept_ids: list[str]) -
     train the base there, on the task's GPU if it was given one."""
     config_ = Config.from_dict(config)
     frame = read_pairs(Path(out), concept_ids=concept_ids)
-    return train_base(config_, concept_pairs(frame, config_.collect))
+    return train_base(config_.gan, config_.data.seed, concept_pairs(frame, config_.collect))
 
 
 def train_base_on_ray(config: Config, out: Path, concept_ids: list[str]) -> BaseGAN:
@@ -273,9 +275,9 @@ def run_collect(
     started_ray = not ray.is_initialized()
     init_ray()
     base = ensure_base(config, out)
-    store.save_manifest(weight_manifest(base, config))
+    store.save_manifest(weight_manifest(base, config.lora))
     write_started(out, "collect", config)
-    counts = parameter_counts(base, config)
+    counts = parameter_counts(base, config.lora)
     print0(
         f"collect: generator {counts['total']:,} parameters; stored per concept: "
         f"{counts['lora']:,} LoRA + {counts['norms']:,} norm = {counts['lora'] + counts['norms']:,}"

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wgen.config import CollectConfig, Config, GANConfig
+from wgen.config import CollectConfig, Config, GANConfig, LoRAConfig
 from wgen.core.devices import current_device, precision_for
 from wgen.core.runtime import read_json, torch_seed, torch_threads, write_json
 from wgen.data.images import decode_png
@@ -36,6 +36,7 @@ from wgen.gan.lora import (
 )
 from wgen.gan.losses import discriminator_loss, generator_loss
 from wgen.gan.metrics import FeatureExtractor, ReferenceStats, evaluate_generator, uint8_to_model
+from wgen.models.base import BASE_FILE
 from wgen.models.gan import build_discriminator, build_generator, fingerprint
 from wgen.weights.format import Manifest, Selection, build_manifest, cpu_copy
 
@@ -330,12 +331,15 @@ def train_until_converged(
 # The base generator
 # ---------------------------------------------------------------------------------------
 
-BASE_DIR = "base"
-
 
 @dataclass
 class BaseGAN:
-    """The base generator (+ its discriminator) every concept's LoRA starts from."""
+    """The base generator (+ its discriminator) every concept's LoRA starts from.
+
+    Its folder is a base-model folder of the family "gan" (`wgen.models.base`; the protocol's
+    implementation is `wgen.gan.base_model.GanBaseModel`)."""
+
+    family = "gan"  # written to base.json; a folder written before families has none
 
     size: str
     generator: dict[str, torch.Tensor]
@@ -359,7 +363,13 @@ class BaseGAN:
         save_file(self.generator, str(folder / "generator.safetensors"))
         save_file(self.discriminator, str(folder / "discriminator.safetensors"))
         write_json(
-            folder / "base.json", {"size": self.size, "fingerprint": self.fingerprint, **self.info}
+            folder / BASE_FILE,
+            {
+                "family": self.family,
+                "size": self.size,
+                "fingerprint": self.fingerprint,
+                **self.info,
+            },
         )
 
     @classmethod
@@ -367,14 +377,15 @@ class BaseGAN:
         folder = Path(folder)
         missing = [
             n
-            for n in ("base.json", "generator.safetensors", "discriminator.safetensors")
+            for n in (BASE_FILE, "generator.safetensors", "discriminator.safetensors")
             if not (folder / n).exists()
         ]
         if missing:
             raise FileNotFoundError(
                 f"base GAN folder {folder} lacks {missing}; make it with `wgen collect`"
             )
-        meta = read_json(folder / "base.json")
+        meta = read_json(folder / BASE_FILE)
+        meta.pop("family", None)  # "gan", or absent in a folder written before families
         base = cls(
             size=meta.pop("size"),
             generator=load_file(str(folder / "generator.safetensors")),
@@ -391,36 +402,35 @@ class BaseGAN:
         return base
 
 
-def train_base(config: Config, pairs: list[ConceptPairs]) -> BaseGAN:
-    """Train the whole generator on a mixture of training concepts for `gan.base_steps` steps.
+def train_base(gan: GANConfig, seed: int, pairs: list[ConceptPairs]) -> BaseGAN:
+    """Train the whole generator on a mixture of training concepts for `gan.base_steps` steps
+    (``seed``: `data.seed`, the run's).
 
     With no concept input it learns the average edit; LoRA then specialises it per concept.
     Runs on `current_device()` (the GPU of the Ray task `wgen.collect.stage` starts it in, if
     it has one); the models are built on the CPU first, so a seed gives the same init anywhere.
     """
     device = current_device()
-    with torch_seed(config.data.seed):  # any unseeded draw inside, never the caller's RNG
-        generator = build_generator(config.gan.size, seed=config.data.seed).to(device)
-        discriminator = build_discriminator(config.gan.size, seed=config.data.seed + 1).to(device)
-        trainer = Pix2PixTrainer(
-            generator, discriminator, config.gan, config.gan.lr, pairs, config.data.seed
-        )
+    with torch_seed(seed):  # any unseeded draw inside, never the caller's RNG
+        generator = build_generator(gan.size, seed=seed).to(device)
+        discriminator = build_discriminator(gan.size, seed=seed + 1).to(device)
+        trainer = Pix2PixTrainer(generator, discriminator, gan, gan.lr, pairs, seed)
         start = time.perf_counter()
-        with torch_threads(config.gan.threads):  # the driver's default would oversubscribe
-            for _ in range(config.gan.base_steps):
+        with torch_threads(gan.threads):  # the driver's default would oversubscribe
+            for _ in range(gan.base_steps):
                 losses = trainer.step()
         seconds = time.perf_counter() - start
     return BaseGAN(
-        size=config.gan.size,
+        size=gan.size,
         generator=cpu_copy(generator.state_dict()),
         discriminator=cpu_copy(discriminator.state_dict()),
-        fingerprint=fingerprint(generator, config.gan.size),
+        fingerprint=fingerprint(generator, gan.size),
         info={
-            "steps": config.gan.base_steps,
+            "steps": gan.base_steps,
             "concepts": [p.concept_id for p in pairs],
             "seconds": round(seconds, 2),
             "device": str(device),
-            "final_losses": losses if config.gan.base_steps else {},
+            "final_losses": losses if gan.base_steps else {},
         },
     )
 
@@ -431,18 +441,18 @@ def train_base(config: Config, pairs: list[ConceptPairs]) -> BaseGAN:
 
 
 def lora_generator(
-    base: BaseGAN, config: Config, init: dict[str, torch.Tensor] | None = None
+    base: BaseGAN, lora: LoRAConfig, init: dict[str, torch.Tensor] | None = None
 ) -> nn.Module:
     """The base generator with LoRA at the standard init (B = 0), or at `init` if given."""
-    model = add_lora(base.build_generator(), config.lora, base.size)
+    model = add_lora(base.build_generator(), lora, base.size)
     if init is not None:
         load_trainable_state_dict(model, init)
     return model
 
 
-def weight_manifest(base: BaseGAN, config: Config) -> Manifest:
+def weight_manifest(base: BaseGAN, lora: LoRAConfig) -> Manifest:
     """The layout of one concept's trained weights (LoRA A/B + norms per layer group)."""
-    model = lora_generator(base, config)
+    model = lora_generator(base, lora)
     return build_manifest(trainable_state_dict(model), Selection(), base.fingerprint)
 
 
@@ -475,7 +485,7 @@ def train_lora(
     # lora.init_seed is None): the same concept trains identically in any actor or order.
     device = current_device()  # the actor's GPU on a cluster, else the CPU
     with torch_seed(seed):
-        generator = lora_generator(base, config, init).to(device)
+        generator = lora_generator(base, config.lora, init).to(device)
         trainer = Pix2PixTrainer(
             generator,
             base.build_discriminator().to(device),
@@ -520,6 +530,6 @@ def train_scratch(
         )
 
 
-def parameter_counts(base: BaseGAN, config: Config) -> dict[str, int]:
+def parameter_counts(base: BaseGAN, lora: LoRAConfig) -> dict[str, int]:
     """Full generator parameters vs trained LoRA (+ norm) parameters (paper: 7.06M → 0.22M)."""
-    return count_parameters(lora_generator(base, config))
+    return count_parameters(lora_generator(base, lora))

@@ -12,7 +12,7 @@ checkpoints and every wording of their texts (own text + grammar paraphrases):
     nearest   the training concept whose closest wording is nearest by cosine
     knn       the k nearest concepts, averaged with weights ∝ their (positive) cosine
     ridge     a linear map embedding → weights (ridge regression, one sample per wording)
-    hyper     a small MLP embedding → normalised blocks, trained through the base GAN with
+    hyper     a small MLP embedding → normalised blocks, trained through the base model with
               the function-space loss (`wgen.generator.funcspace`): the strongest simple
               model of the zero-shot study (Text-to-LoRA's hypernetwork, in small)
 
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from wgen.generator.funcspace import FunctionSpaceLoss, pair_tensors
+from wgen.generator.funcspace import FunctionSpaceLoss
 from wgen.generator.schedule import epoch_lr
 
 
@@ -106,7 +106,7 @@ class Ridge:
 class Hyper(nn.Module):
     """embedding → hidden → all N normalised blocks; decoded by the function-space loss's
     codec. The last layer starts at zero, so an untrained model predicts the codec's centre
-    (the mean checkpoint) and training moves it only where the GAN's output improves."""
+    (the mean checkpoint) and training moves it only where the base model's output improves."""
 
     def __init__(self, text_dim: int, n_values: int, hidden: int = 256) -> None:
         super().__init__()
@@ -123,15 +123,16 @@ class Hyper(nn.Module):
 
 def train_hyper(
     data: TrainingSet,
-    pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+    tasks: dict[str, tuple[np.ndarray, np.ndarray]],
     func_loss: FunctionSpaceLoss,
     epochs: int = 40,
     lr: float = 1e-3,
     seed: int = 0,
     lr_schedule: str = "constant",
 ) -> Hyper:
-    """Fit `Hyper` with the function-space loss on each concept's TRAINING pairs
-    (``pairs[concept_id]`` = uint8 sources, targets), one random wording per concept and
+    """Fit `Hyper` with the function-space loss on each concept's TRAINING data
+    (``tasks[concept_id]`` = stored inputs, targets: `TaskData.train_*`; for the GAN uint8
+    sources and edited images), one random wording per concept and
     step, one concept per step; the rate follows ``lr_schedule`` over the epochs as the
     generator's does (`wgen.generator.schedule.epoch_lr`)."""
     layout = func_loss.codec.layout
@@ -140,7 +141,7 @@ def train_hyper(
         torch.manual_seed(seed)
         model = Hyper(data.wordings[0].shape[1], layout.n_blocks * layout.block_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    tensors = {c: pair_tensors(*pairs[c]) for c in data.concept_ids}
+    tensors = {c: func_loss.base.tensors(*tasks[c]) for c in data.concept_ids}
     for epoch in range(1, epochs + 1):
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr(lr, lr_schedule, epoch, epochs)

@@ -1,9 +1,11 @@
-"""A trained weight generator: text → LoRA for the base GAN, rebuilt from its own folder.
+"""A trained weight generator: text → the selected weights of a base model (a LoRA for the
+base GAN), rebuilt from its own folder.
 
 Gong et al., "Efficient Training with Denoised Neural Weights" (ECCV 2024), section on
 generation: embed the concept text, draw noise for all N blocks at once, denoise them in
 one batched forward per step (the paper's single direct-reconstruction step, or DDIM),
-un-normalise, un-chunk, and load the result into the base GAN as a LoRA initialisation.
+un-normalise, un-chunk, and export the result as the base model's standard adapter (a peft
+LoRA for the GAN). Nothing here knows the family: the base is a `wgen.models.base.BaseModel`.
 
 A generator folder is self-contained (docs/architecture.md, rule 7), so
 ``wgen generate`` needs nothing else::
@@ -12,11 +14,12 @@ A generator folder is self-contained (docs/architecture.md, rule 7), so
     denoiser.safetensors      the denoiser's weights
     block_codec.safetensors   block normalisation fitted on the training split: the centre
                               (mean training checkpoint) and per-block-index statistics
-    manifest.json             the weight layout: groups, shapes, base-GAN fingerprint
+    manifest.json             the weight layout: groups, shapes, base-model fingerprint
     generator.json            text encoder name and width, whether the denoiser takes the
                               guidance weight w as an input (a distilled student,
                               `wgen.distill`), training record (epochs, metrics)
-    base/                     a copy of the base GAN the LoRA belongs to (wgen.gan.training.BaseGAN)
+    base/                     a copy of the run's base-model folder the weights belong to
+                              (base.json names its family; `wgen.models.base`)
 
 Every Ray Train checkpoint holds such a folder (plus the optimizer state), and
 ``<out>/generator/`` is the final one.
@@ -33,13 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from wgen.config import Config, GenerateConfig
 from wgen.core.errors import InputFileError
 from wgen.core.runtime import atomic_dir, read_json, write_json
-from wgen.gan.lora import CONFIG_FILE, save_adapter
-from wgen.gan.training import BASE_DIR, BaseGAN, lora_generator
 from wgen.generator.diffusion import WeightDiffusion
 from wgen.generator.text import (
     TextEncoder,
@@ -47,6 +47,7 @@ from wgen.generator.text import (
     check_concept_text,
     embed_concepts,
 )
+from wgen.models.base import BASE_DIR, BASE_FILE, BaseModel, load_base_model
 from wgen.models.denoiser import Denoiser, build_denoiser
 from wgen.weights.blocks import BlockLayout
 from wgen.weights.codec import BlockCodec
@@ -58,16 +59,19 @@ DENOISER_FILE = "denoiser.safetensors"
 CODEC_FILE = "block_codec.safetensors"
 MANIFEST_FILE = "manifest.json"
 INFO_FILE = "generator.json"
-BASE_FILES = ("base.json", "generator.safetensors", "discriminator.safetensors")
+# Written into every adapter folder `write_adapter` makes (what made it: text, base), so a
+# later --out to the same folder knows it may replace it, whatever the family's own files.
+ADAPTER_MARK = "wgen_generated.json"
 
 # What a generator folder must hold, and why (quoted in the error for an incomplete folder).
 GENERATOR_FILES: dict[str, str] = {
     CONFIG_YAML: "the wgen config it was trained with",
     DENOISER_FILE: "the denoiser's weights",
     CODEC_FILE: "the block normalisation: centre and per-block statistics",
-    MANIFEST_FILE: "the weight layout and base-GAN fingerprint",
+    MANIFEST_FILE: "the weight layout and base-model fingerprint",
     INFO_FILE: "the text encoder and the training record",
-    **{f"{BASE_DIR}/{name}": "the base GAN the LoRA belongs to" for name in BASE_FILES},
+    # the family's own files beside it are checked by its `load` (`GeneratorFolderError`)
+    f"{BASE_DIR}/{BASE_FILE}": "the base model the weights belong to, and its family",
 }
 
 
@@ -98,15 +102,17 @@ def check_generator_folder(folder: Path) -> None:
 
 @dataclass
 class WeightGenerator:
-    """The trained denoiser with everything needed to turn a text into a LoRA state dict.
+    """The trained denoiser with everything needed to turn a text into a state dict of the
+    base model's selected parameters.
 
     Attributes:
-        config: the Config it was trained with (denoiser, LoRA and GAN sections matter here).
+        config: the Config it was trained with (the denoiser section, and the sections the
+            base model's family reads).
         denoiser: ε̂θ, in eval mode.
         codec: the b-blocks and their normalisation (`wgen.generator.dataset.BlockCodec`).
         manifest: the weight layout the blocks un-chunk into.
         text_encoder: name of τ (`wgen.generator.text.build_text_encoder`); text_dim is its width.
-        base: the base GAN the generated LoRA is for (its fingerprint is the manifest's).
+        base: the base model the generated weights are for (its fingerprint is the manifest's).
         info: the training record (epoch, metrics, history), written to generator.json.
     """
 
@@ -116,7 +122,7 @@ class WeightGenerator:
     manifest: Manifest
     text_encoder: str
     text_dim: int
-    base: BaseGAN
+    base: BaseModel
     info: dict[str, Any] = field(default_factory=dict)
     diffusion: WeightDiffusion = field(init=False, repr=False)
     _encoder: TextEncoder | None = field(default=None, init=False, repr=False)
@@ -145,11 +151,11 @@ class WeightGenerator:
 
     @property
     def fingerprint(self) -> str:
-        """The base GAN this generator's LoRA belongs to."""
+        """The base model this generator's weights belong to."""
         return self.manifest.fingerprint
 
     def check_base(self, fingerprint: str) -> None:
-        """Refuse a base GAN (or weight dataset) of another fingerprint, naming both."""
+        """Refuse a base model (or weight dataset) of another fingerprint, naming both."""
         require_same_base(fingerprint, self.fingerprint, "this weight generator")
 
     # -- generation ---------------------------------------------------------------------
@@ -198,9 +204,9 @@ class WeightGenerator:
         seed: int | None = None,
         guidance: float | None = None,
     ) -> dict[str, torch.Tensor]:
-        """τ(T) (as `embed` gives it; zeros = the null text) → the trainable LoRA state dict:
-        all N blocks in one batched forward per step (guided: conditional and null halves in
-        that one forward; a w-student: w as its input)."""
+        """τ(T) (as `embed` gives it; zeros = the null text) → the selected parameters' state
+        dict (manifest keys): all N blocks in one batched forward per step (guided:
+        conditional and null halves in that one forward; a w-student: w as its input)."""
         layout = self.layout
         device = next(self.denoiser.parameters()).device
         n = torch.from_numpy(layout.block_index()).to(device)
@@ -220,7 +226,8 @@ class WeightGenerator:
         seed: int | None = None,
         guidance: float | None = None,
     ) -> tuple[dict[str, torch.Tensor], float]:
-        """Text → (trainable LoRA state dict, seconds for embedding + denoising + un-chunking).
+        """Text → (selected parameters' state dict, seconds for embedding + denoising +
+        un-chunking).
 
         The text encoder is loaded before the clock starts (a one-off cost per process).
         """
@@ -230,10 +237,6 @@ class WeightGenerator:
         state = self.generate_from_embedding(self.embed(text), steps, seed, guidance)
         return state, time.perf_counter() - start
 
-    def lora_model(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
-        """The base generator with LoRA set to ``state`` (the standard init if None)."""
-        return lora_generator(self.base, self.config, init=state)
-
     def write_adapter(
         self,
         text: str,
@@ -242,20 +245,25 @@ class WeightGenerator:
         seed: int | None = None,
         guidance: float | None = None,
     ) -> tuple[Path, float]:
-        """Generate a LoRA for ``text`` and write it as a peft adapter folder (atomically).
+        """Generate the weights for ``text`` and write them as the base model's adapter
+        folder (`BaseModel.export`; atomically).
 
         Returns the folder and the generation seconds. Refuses to replace a non-empty folder
-        that is not an adapter, so a mistyped --out never deletes someone's files.
+        that it did not write, so a mistyped --out never deletes someone's files.
         """
         out_dir = Path(out_dir)
-        if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / CONFIG_FILE).exists():
+        if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / ADAPTER_MARK).exists():
             raise FileExistsError(
                 f"{out_dir} exists and is not an adapter folder; choose an empty or new folder"
             )
         state, seconds = self.generate(text, steps, seed, guidance)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         with atomic_dir(out_dir) as tmp:
-            save_adapter(self.lora_model(state), self.base.size, tmp, self.fingerprint)
+            self.base.export(state, tmp)
+            write_json(
+                tmp / ADAPTER_MARK,
+                {"text": text, "family": self.base.family, "base_fingerprint": self.fingerprint},
+            )
         return out_dir, seconds
 
     # -- folder -------------------------------------------------------------------------
@@ -310,6 +318,10 @@ class WeightGenerator:
             n_blocks=layout.n_blocks,
         )
         denoiser.load_state_dict(load_file(str(folder / DENOISER_FILE)))
+        try:
+            base = load_base_model(folder / BASE_DIR, config)
+        except FileNotFoundError as err:  # a file of the family's own (weights) is missing
+            raise GeneratorFolderError(f"generator folder {folder} is incomplete: {err}") from None
         return cls(
             config=config,
             denoiser=denoiser,
@@ -317,6 +329,6 @@ class WeightGenerator:
             manifest=manifest,
             text_encoder=meta["text_encoder"],
             text_dim=meta["text_dim"],
-            base=BaseGAN.load(folder / BASE_DIR),
+            base=base,
             info=meta.get("info", {}),
         )

@@ -38,12 +38,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from wgen.config import Config
 from wgen.data.concepts import coverage_first, paraphrases
-from wgen.data.pairs import CONCEPTS_FILE, load_concepts, read_pairs
-from wgen.gan.training import concept_pairs
+from wgen.data.pairs import CONCEPTS_FILE, load_concepts
 from wgen.generator.text import pad_token_states
 from wgen.generator.textcache import cached_embeddings
+from wgen.models.base import BaseModel
 from wgen.weights.blocks import BlockLayout
 from wgen.weights.codec import BlockCodec
 from wgen.weights.format import Manifest
@@ -358,30 +357,32 @@ def block_datasets(data: BlockData) -> dict[str, Any]:
 # Whole concepts for the function-space term
 # ---------------------------------------------------------------------------------------
 
-CONCEPT_DATASET = "concepts"  # the TorchTrainer dataset of training concepts' pairs
+CONCEPT_DATASET = "concepts"  # the TorchTrainer dataset of training concepts' tasks
 
 
-def concept_rows(out: str | Path, data: BlockData, config: Config) -> list[dict[str, Any]]:
+def concept_rows(
+    out: str | Path, data: BlockData, base: BaseModel, func_pairs: int
+) -> list[dict[str, Any]]:
     """One row per training concept for the whole-concept steps: its index, the normalised
-    blocks of its K checkpoints (K, N, b), and `train.func_pairs` of its TRAINING pairs.
+    blocks of its K checkpoints (K, N, b), and ``func_pairs`` (`train.func_pairs`) of its
+    TRAINING inputs and targets (`BaseModel.task_data`; for the GAN, image pairs).
 
-    The pairs are the ones the concept's own LoRA was trained on (`ConceptPairs.train_*`);
-    the held-back evaluation pairs never reach the generator's training.
+    They are what the concept's own weights were trained on (`TaskData.train_*`); the
+    held-back evaluation data never reach the generator's training.
     """
     ids = list(data.concepts_of(TRAIN)["concept_id"])
     index = data.concept_index
     frame = WeightStore(out).read(splits=[TRAIN])
     rows = []
-    for pairs in concept_pairs(read_pairs(out, ids), config.collect):
-        take = min(config.train.func_pairs, len(pairs.train_sources))
-        checkpoints = frame[frame["concept_id"] == pairs.concept_id]
+    for task in base.task_data(Path(out), ids):
+        checkpoints = frame[frame["concept_id"] == task.concept_id]
         blocks, _ = data.codec.encode(row_vectors(checkpoints, len(data.layout.lengths)))
         rows.append(
             {
-                "concept": index[pairs.concept_id],
+                "concept": index[task.concept_id],
                 "blocks": blocks,
-                "sources": pairs.train_sources[:take],
-                "targets": pairs.train_targets[:take],
+                "inputs": task.train_inputs[:func_pairs],
+                "targets": task.train_targets[:func_pairs],
             }
         )
     return rows

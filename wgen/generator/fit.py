@@ -12,8 +12,9 @@ its shard of each dataset, wraps the denoiser with `prepare_model` (DDP for > 1 
 and every epoch reports train loss, validation denoising loss and throughput; rank 0
 attaches a checkpoint (a whole generator folder, `wgen.generator.checkpoint`, plus the optimizer
 state) and, every `train.quality_every` epochs and at the last one, the b-independent
-quality score: the GAN loaded with generated LoRA, on the validation concepts' held-back
-pairs (`wgen.gan.quality`).
+quality score: the base model with generated weights on the validation concepts' held-back
+data (`BaseModel.quality`; for the GAN, its paired metrics with the generated LoRA). The
+base model is whichever family the run folder's base holds (`wgen.models.base`).
 
 Resuming. A worker that dies is replaced by Ray Train (`FailureConfig.max_failures`) and the
 new worker group restarts the loop from the latest reported checkpoint
@@ -24,7 +25,7 @@ V2 restores that run's latest checkpoint, so it continues instead of starting ov
 
 A run folder at a URI (`wgen.core.storage`): Ray Train keeps the run there itself
 (``storage_path`` inside the URI's filesystem, passed as ``storage_filesystem``), and a worker
-on a node without the driver's staging copy fetches the base GAN and the pairs it reads.
+on a node without the driver's staging copy fetches the base model and the pairs it reads.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from wgen.config import Config, TrainConfig
+from wgen.config import Config, GenerateConfig, TrainConfig
 from wgen.core.integrity import stage_files
 from wgen.core.runfolder import fingerprint, stage_record, without_later_fields_off
 from wgen.core.runtime import (
@@ -59,9 +60,6 @@ from wgen.core.runtime import (
     write_json,
 )
 from wgen.core.storage import RunStorage
-from wgen.gan.metrics import build_feature_extractor
-from wgen.gan.quality import concept_evals, mean_metrics, score_lora
-from wgen.gan.training import BASE_DIR, BaseGAN, weight_manifest
 from wgen.generator.checkpoint import DENOISER_FILE, INFO_FILE, WeightGenerator
 from wgen.generator.dataset import (
     CONCEPT_DATASET,
@@ -74,8 +72,9 @@ from wgen.generator.dataset import (
     load_block_data,
 )
 from wgen.generator.diffusion import WeightDiffusion
-from wgen.generator.funcspace import FunctionSpaceLoss, pair_tensors
-from wgen.generator.schedule import SELECTION_METRIC, epoch_lr, improves
+from wgen.generator.funcspace import FunctionSpaceLoss
+from wgen.generator.schedule import epoch_lr, improves
+from wgen.models.base import BASE_DIR, BaseModel, load_base_model
 from wgen.models.denoiser import Denoiser, build_denoiser
 from wgen.weights.format import WeightFormatError, check_compatible
 from wgen.weights.store import WeightStore
@@ -140,7 +139,8 @@ def per_worker_batch(train: TrainConfig) -> int:
 
 
 def quality_due(epoch: int, train: TrainConfig) -> bool:
-    """Score GAN quality every `quality_every` epochs (0 = never early) and at the last one."""
+    """Score the base model's quality every `quality_every` epochs (0 = never early) and at
+    the last one."""
     return epoch == train.epochs or (train.quality_every > 0 and epoch % train.quality_every == 0)
 
 
@@ -315,12 +315,12 @@ def train_epoch(
     }
 
 
-def func_timesteps(config: Config) -> tuple[int, int]:
-    """[lo, hi] of the timesteps the function-space term is applied at (`train.func_t`)."""
-    if config.train.func_t is None:
-        t = config.generate.single_step_t
-        return t, t
-    lo, hi = config.train.func_t
+def func_timesteps(train: TrainConfig, generate: GenerateConfig) -> tuple[int, int]:
+    """[lo, hi] of the timesteps the function-space term is applied at (`train.func_t`; None:
+    the single generation step's, `generate.single_step_t`)."""
+    if train.func_t is None:
+        return generate.single_step_t, generate.single_step_t
+    lo, hi = train.func_t
     return lo, hi
 
 
@@ -343,7 +343,7 @@ def concept_epoch(
     Each step takes a few concepts and draws one wording of each. L_diff: the diffusion loss
     on all N blocks of one of the concept's K checkpoints, at random t. L_func: ALL N blocks
     denoised from pure noise at a t in ``timesteps`` — exactly what single-step generation
-    does — decoded and scored through the frozen base GAN on the concept's training pairs.
+    does — decoded and scored through the frozen base model on the concept's training data.
     The blocks of all the step's concepts share each forward (each block reads its
     concept's text row), so DDP sees one backward per step.
     """
@@ -377,7 +377,8 @@ def concept_epoch(
             func = torch.stack(
                 [
                     func_loss(
-                        estimate[c], *pair_tensors(batch["sources"][c], batch["targets"][c], device)
+                        estimate[c],
+                        *func_loss.base.tensors(batch["inputs"][c], batch["targets"][c], device),
                     )
                     for c in range(count)
                 ]
@@ -428,41 +429,42 @@ def validation_loss(
 
 
 class QualityProbe:
-    """Rank 0's b-independent score: GAN quality with LoRA generated (1 step) for each
-    validation concept, on its held-back pairs; the mean over concepts is reported.
+    """Rank 0's b-independent score: the base model's quality (`BaseModel.quality`) with
+    weights generated (1 step) for each validation concept, on its held-back data; the mean
+    over concepts of each metric is reported as ``quality_<metric>``.
 
-    With the text sensitivity beside it: the same score when each concept is generated from
-    ANOTHER validation concept's text (shuffled: the texts rolled by one) and from the null
-    text. A generator that reads its text scores clearly worse with both; one that ignores
-    it (the diffusion-only generator did) scores the same.
+    With the text sensitivity beside it: the family's `quality_key` when each concept is
+    generated from ANOTHER validation concept's text (shuffled: the texts rolled by one) and
+    from the null text. A generator that reads its text scores clearly worse with both; one
+    that ignores it (the diffusion-only generator did) scores the same.
     """
 
-    def __init__(self, config: Config, out: Path, data: BlockData, base: BaseGAN) -> None:
-        extractor = build_feature_extractor(config.collect.feature_extractor)
+    def __init__(self, out: Path, data: BlockData, base: BaseModel) -> None:
         val = data.concepts_of(VAL)
-        self.evals = concept_evals(out, list(val["concept_id"]), config, extractor)
+        self.tasks = base.task_data(out, list(val["concept_id"]))
         index = data.concept_index
-        self.embeddings = [data.embeddings[index[e.concept_id]] for e in self.evals]
-        self.base, self.config = base, config
+        self.embeddings = [data.embeddings[index[t.concept_id]] for t in self.tasks]
+        self.base = base
+        # the probe score `train.export=best` minimises (and Ray Tune's default metric)
+        self.selection_metric = f"quality_{base.quality_key}"
 
     def _mean(self, generator: WeightGenerator, embeddings: list) -> dict[str, float]:
         scores = [
-            score_lora(
-                self.base, self.config, generator.generate_from_embedding(emb, steps=1), e.evaluate
-            )
-            for e, emb in zip(self.evals, embeddings, strict=True)
+            self.base.quality(generator.generate_from_embedding(emb, steps=1), task)
+            for task, emb in zip(self.tasks, embeddings, strict=True)
         ]
-        return mean_metrics(scores)
+        return {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
 
     def __call__(self, generator: WeightGenerator) -> dict[str, float]:
-        if not self.evals:
+        if not self.tasks:
             return {}
+        key = self.base.quality_key
         metrics = {f"quality_{k}": v for k, v in self._mean(generator, self.embeddings).items()}
-        if len(self.evals) > 1:
+        if len(self.tasks) > 1:
             shuffled = self.embeddings[1:] + self.embeddings[:1]
-            metrics["quality_l1_shuffled"] = self._mean(generator, shuffled)["l1"]
+            metrics[f"quality_{key}_shuffled"] = self._mean(generator, shuffled)[key]
         null = [np.zeros_like(e) for e in self.embeddings]  # zeros = the null condition
-        metrics["quality_l1_null"] = self._mean(generator, null)["l1"]
+        metrics[f"quality_{key}_null"] = self._mean(generator, null)[key]
         return metrics
 
 
@@ -484,7 +486,9 @@ def save_checkpoint(
         )
 
 
-def _format_metrics(metrics: dict[str, float], epochs: int, eta_s: float | None = None) -> str:
+def _format_metrics(
+    metrics: dict[str, float], epochs: int, eta_s: float | None = None, quality_key: str = "l1"
+) -> str:
     text = f"train: epoch {metrics['epoch']}/{epochs}"
     if eta_s is not None:
         text += f" ({eta_s / 60:.1f} min left)"
@@ -495,11 +499,12 @@ def _format_metrics(metrics: dict[str, float], epochs: int, eta_s: float | None 
     text += f" · val {metrics['val_loss']:.4f}"
     if "func_loss" in metrics:
         text += f" func {metrics['func_loss']:.4f}"
-    if "quality_l1" in metrics:
-        text += f" · GAN with generated LoRA: l1 {metrics['quality_l1']:.4f}"
-    if "quality_l1_shuffled" in metrics:
-        text += f" (another concept's text {metrics['quality_l1_shuffled']:.4f}"
-        text += f", null text {metrics['quality_l1_null']:.4f})"
+    quality = f"quality_{quality_key}"
+    if quality in metrics:
+        text += f" · base with generated weights: {quality_key} {metrics[quality]:.4f}"
+    if f"{quality}_shuffled" in metrics:
+        text += f" (another concept's text {metrics[f'{quality}_shuffled']:.4f}"
+        text += f", null text {metrics[f'{quality}_null']:.4f})"
     return text
 
 
@@ -542,13 +547,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     diffusion = WeightDiffusion(config.denoiser)
     batch = per_worker_batch(train)
     use_func = train.func_weight > 0 and train.concept_passes > 0
-    # The frozen base GAN comes from the run folder (shared storage on a cluster), like the
+    # The frozen base model comes from the run folder (shared storage on a cluster), like the
     # weights; every rank needs it for the function-space term, rank 0 for the probe.
-    base = BaseGAN.load(out / BASE_DIR) if rank == 0 or use_func else None
-    probe = QualityProbe(config, out, data, base) if rank == 0 else None
-    func_loss = (
-        FunctionSpaceLoss(base, config, data.codec, data.manifest).to(device) if use_func else None
-    )
+    base = load_base_model(out / BASE_DIR, config) if rank == 0 or use_func else None
+    probe = QualityProbe(out, data, base) if rank == 0 else None
+    func_loss = FunctionSpaceLoss(base, data.codec, data.manifest) if use_func else None
     train_shard = ray.train.get_dataset_shard(TRAIN) if train.block_pass else None
     val_shard = ray.train.get_dataset_shard(VAL) if loop_config["has_val"] else None
     concept_shard = (
@@ -575,8 +578,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics.update(
                 concept_epoch(
                     parallel, optimizer, diffusion, func_loss, concept_shard, texts,
-                    block_mask, concepts_per_step, func_timesteps(config), train.func_weight,
-                    seed + 7 + 131 * repeat,
+                    block_mask, concepts_per_step, func_timesteps(train, config.generate),
+                    train.func_weight, seed + 7 + 131 * repeat,
                 )
             )  # fmt: skip
         metrics["val_loss"] = (
@@ -594,8 +597,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 )  # fmt: skip
                 if quality_due(epoch, train):
                     metrics.update(probe(generator))
-                    if improves(metrics.get(SELECTION_METRIC), state.best_score):
-                        state.best_epoch, state.best_score = epoch, metrics[SELECTION_METRIC]
+                    if improves(metrics.get(probe.selection_metric), state.best_score):
+                        state.best_epoch, state.best_score = epoch, metrics[probe.selection_metric]
                         best_weights = {
                             k: v.detach().cpu().clone() for k, v in model.state_dict().items()
                         }
@@ -605,7 +608,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
                 # ETA from this run's own epochs (resumed ones took unknown time)
                 per_epoch = (time.perf_counter() - loop_start) / (epoch - first_epoch + 1)
-                print0(_format_metrics(metrics, train.epochs, per_epoch * (train.epochs - epoch)))
+                eta = per_epoch * (train.epochs - epoch)
+                print0(_format_metrics(metrics, train.epochs, eta, base.quality_key))
             ray.train.report(metrics, checkpoint=checkpoint)
         progress.write("epoch", epoch=epoch)
 
@@ -615,17 +619,17 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def check_weights_fit_config(out: Path, config: Config, data: BlockData) -> BaseGAN:
-    """The LoRA and GAN sections must describe the weights that were collected: the same
-    base GAN and the same weight layout. Returns the base GAN."""
-    base = BaseGAN.load(Path(out) / BASE_DIR)
+def check_weights_fit_config(out: Path, config: Config, data: BlockData) -> BaseModel:
+    """The config must describe the weights that were collected: the same base model and
+    the same parameter selection (`BaseModel.manifest`, from the config sections its family
+    reads, e.g. the GAN's `lora`). Returns the base model."""
+    base = load_base_model(Path(out) / BASE_DIR, config)
     check_compatible(data.manifest, base.fingerprint)
-    expected = weight_manifest(base, config)
-    if expected.to_json() != data.manifest.to_json():
+    if base.manifest().to_json() != data.manifest.to_json():
         raise WeightFormatError(
-            f"the weights under {Path(out) / 'weights'} were collected with other LoRA/GAN "
-            f"settings than this config (lora={dataclasses.asdict(config.lora)}, "
-            f"gan.size={config.gan.size!r}); train with the preset and --set values of `wgen collect`"
+            f"the weights under {Path(out) / 'weights'} were collected with another "
+            f"parameter selection of the {base.family} base model than this config gives; "
+            "train with the preset and --set values of `wgen collect`"
         )
     return base
 
@@ -676,7 +680,7 @@ def fit_generator(
         seed=config.data.seed,
         max_train_concepts=train.max_train_concepts,
     )
-    check_weights_fit_config(out, config, data)
+    base = check_weights_fit_config(out, config, data)
     name = name or run_name(config)
     filesystem = None
     if storage is not None and storage.remote and storage_path is None:
@@ -693,7 +697,7 @@ def fit_generator(
     if not train.block_pass:
         del datasets[TRAIN]  # whole-concept steps only: the block samples are not read
     if train.concept_passes > 0:
-        datasets[CONCEPT_DATASET] = concept_dataset(concept_rows(out, data, config))
+        datasets[CONCEPT_DATASET] = concept_dataset(concept_rows(out, data, base, train.func_pairs))
     print0(
         f"train: {data.rows.get(TRAIN, 0)} training checkpoints → {data.blocks(TRAIN):,} blocks "
         f"of b={data.layout.block_size} (N={data.layout.n_blocks} per checkpoint), "

@@ -7,86 +7,47 @@ diffusion loss alone. Measured from the same (oracle) features, an MLP trained w
 MSE scored 0.122 paired L1 and one trained through the GAN 0.062 (Text-to-LoRA, 2025,
 found the same for its hypernetworks). So the generator also learns through the model:
 
-    L_func = ‖G_{base + x̂0}(x) − x̃‖₁  on the concept's training pairs (x, x̃),
+    L_func = ℓ(f_{base + x̂0}(x), y)  on the concept's training data (x, y),
 
 where x̂0 are the denoiser's clean estimates of ALL N blocks of one concept, decoded
 differentiably (`BlockCodec.decode_tensor`: un-normalise, add the centre, un-chunk) into a
-state dict of views (`unflatten_concatenated`) and applied to the frozen base generator with
-`torch.func.functional_call` — no copy of the model per concept, gradients flow into x̂0.
+state dict of views (`unflatten_concatenated`) and applied to the frozen base model by its
+functional forward (`wgen.models.base.BaseModel`: no copy of the model per concept,
+gradients flow into x̂0), and ℓ is the base model's `function_loss` (for the GAN: the mean
+|G(x) − x̃| on [0, 1] images, so L_func reads like the paired L1 every report prints).
 
-The L1 is on the paired-metric scale ([0, 1] images), so L_func reads like the paired L1
-every report prints. The class holds no optimiser and knows nothing of diffusion: the same
+The class holds no optimiser and knows nothing of diffusion or of any family: the same
 object trains the denoiser (`wgen.generator.fit`) and the `hyper` baseline.
 """
 
 from __future__ import annotations
 
-import re
-
-import numpy as np
 import torch
-from torch import nn
-from torch.func import functional_call
 
-from wgen.config import Config
-from wgen.gan.lora import ADAPTER
-from wgen.gan.metrics import uint8_to_model
-from wgen.gan.training import BaseGAN, lora_generator
+from wgen.models.base import BaseModel
 from wgen.weights.codec import BlockCodec
 from wgen.weights.format import Manifest, unflatten_concatenated
 
-_PEFT_ADAPTER_PART = re.compile(r"\.(lora_[AB])\.")
-
-
-def parameter_names(model: nn.Module, keys: list[str]) -> dict[str, str]:
-    """Manifest key → the model's parameter name.
-
-    A stored LoRA key omits peft's adapter name (``conv.lora_A.weight``) while the live
-    module has it (``conv.lora_A.default.weight``); norms match as they are.
-    """
-    params = {name for name, _ in model.named_parameters()}
-    names = {}
-    for key in keys:
-        candidates = (key, _PEFT_ADAPTER_PART.sub(rf".\1.{ADAPTER}.", key))
-        found = next((c for c in candidates if c in params), None)
-        if found is None:
-            raise KeyError(f"weight {key!r} of the manifest is not a parameter of the model")
-        names[key] = found
-    return names
-
 
 class FunctionSpaceLoss:
-    """L_func for the normalised blocks of one concept, through the frozen base GAN."""
+    """L_func for the normalised blocks of one concept, through the frozen base model."""
 
-    def __init__(self, base: BaseGAN, config: Config, codec: BlockCodec, manifest: Manifest):
-        self.model = lora_generator(base, config).eval()
-        self.model.requires_grad_(False)
-        self.codec, self.manifest = codec, manifest
-        self.names = parameter_names(self.model, manifest.keys)
-
-    def to(self, device: torch.device) -> FunctionSpaceLoss:
-        self.model.to(device)
-        return self
+    def __init__(self, base: BaseModel, codec: BlockCodec, manifest: Manifest):
+        self.base, self.codec, self.manifest = base, codec, manifest
+        self.names = base.parameter_names(manifest.keys)
 
     def state(self, blocks: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(N, 1, b) or (N, b) normalised blocks → {model parameter name: tensor view}."""
+        """(N, 1, b) or (N, b) normalised blocks → {functional parameter name: tensor view}."""
         flat = self.codec.decode_tensor(blocks.reshape(self.codec.layout.n_blocks, -1))
         views = unflatten_concatenated(flat, self.manifest)
         return {self.names[key]: value for key, value in views.items()}
 
-    def outputs(self, blocks: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-        """G_{base + blocks}(sources): NCHW on [-1, 1]."""
-        return functional_call(self.model, self.state(blocks), (sources,), strict=False)
+    def outputs(self, blocks: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The base model's outputs on ``inputs`` with the blocks' parameters."""
+        return self.base.functional_forward(self.state(blocks), inputs)
 
     def __call__(
-        self, blocks: torch.Tensor, sources: torch.Tensor, targets: torch.Tensor
+        self, blocks: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
     ) -> torch.Tensor:
-        """Mean |G(x) − x̃| on the [0, 1] scale; sources/targets NCHW on [-1, 1]."""
-        return 0.5 * (self.outputs(blocks, sources) - targets).abs().mean()
-
-
-def pair_tensors(
-    sources: np.ndarray, targets: np.ndarray, device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 NHWC image pairs → the generator's NCHW [-1, 1] tensors on ``device``."""
-    return uint8_to_model(sources).to(device), uint8_to_model(targets).to(device)
+        """The base model's function loss; inputs/targets as `BaseModel.tensors` gives them."""
+        return self.base.function_loss(self.outputs(blocks, inputs), targets)

@@ -14,7 +14,6 @@ import math
 LR_SCHEDULES = ("constant", "cosine")
 EXPORTS = ("last", "best")
 LR_FLOOR = 0.05  # the cosine schedule ends at this fraction of train.lr, not at 0
-SELECTION_METRIC = "quality_l1"  # the probe's score that "best" minimises
 
 
 def epoch_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:

@@ -42,8 +42,17 @@ from wgen.core.errors import ConfigError
 from wgen.core.runtime import read_json
 from wgen.weights.format import Manifest
 
-__all__ = ["BASE_FILE", "BASE_MODELS", "BaseModel", "TaskData", "base_family", "load_base_model"]
+__all__ = [
+    "BASE_DIR",
+    "BASE_FILE",
+    "BASE_MODELS",
+    "BaseModel",
+    "TaskData",
+    "base_family",
+    "load_base_model",
+]
 
+BASE_DIR = "base"  # RUN/base and GENERATOR/base: the base folder of a run or generator
 BASE_FILE = "base.json"  # in every base folder: {"family": ..., "fingerprint": ..., ...}
 DEFAULT_FAMILY = "gan"  # base folders written before families existed hold the GAN
 
@@ -117,6 +126,11 @@ class BaseModel(Protocol):
 
     def save(self, folder: Path) -> None:
         """Write the base folder (`BASE_FILE` with "family" and the frozen weights)."""
+        ...
+
+    @classmethod
+    def load(cls, folder: Path, config: Any) -> BaseModel:
+        """The base model of a folder `save` wrote, bound to the config sections it reads."""
         ...
 
 
