@@ -16,7 +16,7 @@ from wgen.core.runtime import torch_threads
 from wgen.gan.base_model import GanBaseModel
 from wgen.gan.lora import load_adapter, trainable_state_dict
 from wgen.gan.training import BaseGAN, lora_generator, weight_manifest
-from wgen.generator.checkpoint import GeneratorFolderError, WeightGenerator
+from wgen.generator.checkpoint import ADAPTER_MARK, GeneratorFolderError, WeightGenerator
 from wgen.generator.generate import run_generate
 from wgen.models.denoiser import build_denoiser
 from wgen.models.gan import GAN_SIZES, build_discriminator, build_generator, fingerprint
@@ -176,6 +176,10 @@ def test_write_adapter_loads_into_the_base_with_peft(generator, tmp_path):
     with pytest.raises(FileExistsError):
         generator.write_adapter("sepia", tmp_path / "notes")
     assert (tmp_path / "notes" / "keep.txt").exists()
+    # an adapter an earlier version wrote (peft's files, no wgen mark) is replaced
+    path.joinpath(ADAPTER_MARK).unlink()
+    generator.write_adapter("sepia", path, seed=2)
+    assert (path / ADAPTER_MARK).exists()
 
 
 def test_a_generated_adapter_loads_with_plain_peft_like_wgen(generator, tmp_path, caplog):

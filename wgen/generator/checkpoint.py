@@ -252,7 +252,13 @@ class WeightGenerator:
         that it did not write, so a mistyped --out never deletes someone's files.
         """
         out_dir = Path(out_dir)
-        if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / ADAPTER_MARK).exists():
+        # peft's adapter_config.json: a GAN adapter written before the mark existed
+        marks = (ADAPTER_MARK, "adapter_config.json")
+        if (
+            out_dir.exists()
+            and any(out_dir.iterdir())
+            and not any((out_dir / mark).exists() for mark in marks)
+        ):
             raise FileExistsError(
                 f"{out_dir} exists and is not an adapter folder; choose an empty or new folder"
             )
