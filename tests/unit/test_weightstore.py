@@ -44,6 +44,22 @@ def test_rows_round_trip_to_the_state_dict(tmp_path):
         checkpoint_state(frame.iloc[1], store.manifest(), "other")
 
 
+def test_a_family_stores_its_own_metrics_and_reads_them_without_vectors(tmp_path):
+    store = WeightStore(tmp_path)
+    store.save_manifest(manifest())
+    lengths = [g.numel for g in manifest().groups]
+    meta = {"concept_id": "c0002", "concept_text": "digits 1, 2 and 3", "split": "val"}
+    checkpoints = [{"step": 40, "metrics": {"error": 0.25, "accuracy": 0.75}}]
+    vectors = [[np.zeros(n, np.float32) for n in lengths]]
+    store.write_concept({**meta, "converged_step": 40}, checkpoints, vectors, ("error", "accuracy"))
+    frame = store.read(with_vectors=False)
+    assert list(frame.columns) == [
+        *["concept_id", "concept_text", "split", "checkpoint", "step", "converged_step"],
+        *["error", "accuracy"],
+    ]
+    assert frame["error"].tolist() == [0.25]
+
+
 def test_a_manifest_for_another_layout_is_refused_and_the_old_one_kept(tmp_path):
     store = WeightStore(tmp_path)
     store.save_manifest(manifest())

@@ -59,6 +59,7 @@ DEFAULT_FAMILY = "gan"  # base folders written before families existed hold the 
 # family → "module:Class" of its `BaseModel` implementation (imported on use).
 BASE_MODELS: dict[str, str] = {
     "gan": "wgen.gan.base_model:GanBaseModel",
+    "classifier-norm": "wgen.normzoo.base_model:NormClassifierBaseModel",
 }
 
 

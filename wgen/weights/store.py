@@ -21,6 +21,8 @@ Blocks are not stored: b is a hyperparameter, so blocks are cut when the data is
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,8 @@ from wgen.weights.format import Manifest, check_compatible, unflatten
 
 WEIGHTS_DIR = "weights"
 MANIFEST_FILE = "_manifest.json"  # "_": skipped by Parquet readers
+GAN_METRICS = ("l1", "psnr", "fd")  # the GAN's checkpoint metrics (`wgen.gan.quality`)
+# the columns of a GAN weight dataset besides the vectors
 META_COLUMNS = [
     "concept_id",
     "concept_text",
@@ -41,10 +45,9 @@ META_COLUMNS = [
     "checkpoint",
     "step",
     "converged_step",
-    "l1",
-    "psnr",
-    "fd",
+    *GAN_METRICS,
 ]
+_GROUP = re.compile(r"g\d{3,}")  # the group vector columns, `group_column`
 
 
 def group_column(index: int) -> str:
@@ -138,11 +141,14 @@ class WeightStore:
         meta: dict[str, Any],
         checkpoints: list[dict[str, Any]],
         vectors: list[list[np.ndarray]],
+        metrics: Sequence[str] = GAN_METRICS,
     ) -> Path:
         """Write one concept's K checkpoints as ``<concept_id>.parquet`` (atomic rename).
 
         ``meta``: concept_id, concept_text, split, converged_step. ``checkpoints[k]``: step and
         metrics. ``vectors[k]``: the flat float32 vector of every group for checkpoint k.
+        ``metrics``: the keys of ``checkpoints[k]["metrics"]`` stored as columns (another base
+        model family stores its own, e.g. a classifier's error and accuracy).
         """
         if len(checkpoints) != len(vectors) or not checkpoints:
             raise ValueError(
@@ -156,7 +162,7 @@ class WeightStore:
             "step": pa.array([c["step"] for c in checkpoints], pa.int64()),
             "converged_step": pa.array([meta["converged_step"]] * len(checkpoints), pa.int64()),
         }
-        for metric in ("l1", "psnr", "fd"):
+        for metric in metrics:
             columns[metric] = pa.array(
                 [float(c["metrics"][metric]) for c in checkpoints], pa.float64()
             )
@@ -173,16 +179,20 @@ class WeightStore:
         return sorted(self.folder.glob("c*.parquet"))
 
     def read(self, splits: list[str] | None = None, with_vectors: bool = True) -> pd.DataFrame:
-        """All checkpoint rows (optionally only some splits), sorted by concept and checkpoint."""
+        """All checkpoint rows (optionally only some splits), sorted by concept and checkpoint.
+        Without ``with_vectors``: every column but the group vectors (ids, text, split, step and
+        the metrics the family stores)."""
         files = self.parquet_files()
         if not files:
             raise FileNotFoundError(
                 f"no concept weights under {self.folder}; make them with `wgen collect --out <run folder>`"
             )
-        columns = None if with_vectors else META_COLUMNS
-        frame = pd.concat(
-            [pq.read_table(f, columns=columns).to_pandas() for f in files], ignore_index=True
-        )
+        tables = []
+        for path in files:
+            names = pq.read_schema(path).names
+            columns = None if with_vectors else [c for c in names if not _GROUP.fullmatch(c)]
+            tables.append(pq.read_table(path, columns=columns).to_pandas())
+        frame = pd.concat(tables, ignore_index=True)
         if splits is not None:
             frame = frame[frame["split"].isin(splits)]
         return frame.sort_values(["concept_id", "checkpoint"], kind="stable").reset_index(drop=True)
