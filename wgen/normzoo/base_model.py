@@ -35,6 +35,7 @@ architecture, the digits split, how the base was trained) and ``classifier.safet
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -107,10 +108,6 @@ class NormClassifierBaseModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: torch.device | str) -> NormClassifierBaseModel:
-        self.model.to(device)
-        return self
-
     def manifest(self) -> Manifest:
         return self._manifest
 
@@ -135,7 +132,10 @@ class NormClassifierBaseModel:
     def functional_forward(
         self, params: Mapping[str, torch.Tensor], inputs: torch.Tensor
     ) -> torch.Tensor:
-        """Logits (B, 10) of the frozen classifier with ``params`` as its norm parameters."""
+        """Logits (B, 10) of the frozen classifier with ``params`` as its norm parameters.
+        The classifier follows the inputs to their device, so callers never move it."""
+        if self.device != inputs.device:
+            self.model.to(inputs.device)
         return torch.func.functional_call(self.model, dict(params), (inputs,))
 
     def function_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -212,7 +212,8 @@ class NormClassifierBaseModel:
         return out
 
     def export(self, state: Mapping[str, torch.Tensor], folder: Path) -> Path:
-        """``norms.safetensors`` + ``norms.json`` in ``folder`` (module docstring, 5)."""
+        """``norms.safetensors`` + ``norms.json`` in ``folder`` (module docstring, 5),
+        checked to load back into a copy of the base classifier as a user loads them."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         dtype = getattr(torch, self._manifest.dtype)
@@ -232,6 +233,11 @@ class NormClassifierBaseModel:
                 f"'{EXPORT_WEIGHTS}'), strict=False) on the base classifier",
             },
         )
+        loaded = copy.deepcopy(self.model).load_state_dict(
+            load_file(str(folder / EXPORT_WEIGHTS)), strict=False
+        )
+        if loaded.unexpected_keys:  # pragma: no cover - the keys were checked above
+            raise WeightFormatError(f"{folder}: {loaded.unexpected_keys} do not load")
         return folder
 
     def save(self, folder: Path) -> None:
@@ -260,6 +266,9 @@ class NormClassifierBaseModel:
         """The base of ``folder``; ``config`` is not read (everything is in ``base.json``).
         A classifier whose bytes no longer give the recorded fingerprint is refused."""
         folder = Path(folder)
+        missing = [name for name in (BASE_FILE, WEIGHTS_FILE) if not (folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"base model folder {folder} lacks {missing}")
         meta = read_json(folder / BASE_FILE)
         image = ImageSpec(**meta["image"])
         model = build_classifier(meta["classifier"], image, meta["width"], seed=0)
