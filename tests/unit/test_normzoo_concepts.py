@@ -42,3 +42,20 @@ def test_the_concept_file_round_trips_and_reads_as_wgen_concepts(tmp_path):
         (c.id, c.text, c.split) for c in concepts
     ]
     assert gan_view[-1].kind == "combination"
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [(["--train-concepts", "0"], "train_concepts"), (["--heldout-fraction", "1.5"], "heldout")],
+)
+def test_the_zoo_command_refuses_bad_settings_in_one_line_before_anything_runs(
+    tmp_path, capsys, flags, named
+):
+    from wgen.normzoo.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--out", str(tmp_path / "zoo"), *flags])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert named in error and "\n" not in error
+    assert not (tmp_path / "zoo").exists()
