@@ -147,11 +147,12 @@ class NormClassifierBaseModel:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (N, 1, H, W) or (N, H, W), float in [0, 1] or uint8 in [0, 255], and int
         labels → float32 images (N, 1, H, W) and int64 labels on ``device``."""
-        x = torch.as_tensor(np.asarray(inputs))
+        # a copy: arrays from Ray's object store are read-only, which torch warns about
+        x = torch.from_numpy(np.array(inputs))
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if x.ndim == 3:
             x = x[:, None]
-        y = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
+        y = torch.from_numpy(np.array(targets)).long()
         return x.to(device), y.to(device)
 
     def task_data(self, out: Path, concept_ids: Sequence[str]) -> list[TaskData]:
