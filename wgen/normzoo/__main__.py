@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(err.exit_code) from None
     print(
         f"normzoo: {summary['converged']}/{summary['selected']} concepts, {summary['rows']} "
-        f"checkpoint rows → {args.out}; train on it with "
-        f"`wgen train --preset tiny --set train.paraphrases=0 --out {args.out}`"
+        f"checkpoint rows → {args.out}; train on it with `wgen train --preset tiny --set "
+        f"train.paraphrases=0 --set train.epochs=40 --set train.func_pairs=32 --out {args.out}`"
     )
 
 
