@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from wgen.core.errors import InputFileError
-from wgen.models.base import BASE_MODELS, BaseModel, base_family, load_base_model
+from wgen.models.base import BASE_DIR, BASE_MODELS, BaseModel, base_family, load_base_model
 from wgen.models.classifiers import ImageSpec, build_classifier
 from wgen.normzoo.base_model import (
     EXPORT_META,
@@ -22,7 +22,6 @@ from wgen.normzoo.base_model import (
 )
 from wgen.normzoo.concepts import load_concepts
 from wgen.normzoo.zoo import (
-    BASE_DIR,
     NormZooConfig,
     collect_concept,
     concepts_of,

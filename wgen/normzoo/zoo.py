@@ -45,7 +45,7 @@ import torch
 from wgen.core.errors import ConfigError, RunFolderError
 from wgen.core.integrity import stage_files
 from wgen.core.runtime import SUCCESS_FILE, init_ray, print0, torch_threads, write_json
-from wgen.models.base import BASE_FILE, TaskData
+from wgen.models.base import BASE_DIR, BASE_FILE, TaskData
 from wgen.models.classifiers import build_classifier
 from wgen.normzoo.base_model import NormClassifierBaseModel, digits
 from wgen.normzoo.concepts import CONCEPTS_FILE, SubsetConcept, load_concepts, plan_concepts
@@ -54,7 +54,6 @@ from wgen.pdiff.zoo import accuracies, derived_seed, train_epochs
 from wgen.weights.format import flatten
 from wgen.weights.store import WeightStore
 
-BASE_DIR = "base"  # <out>/base: the base folder, as for the GAN
 METRICS = ("error", "accuracy")  # stored per checkpoint in the weight rows
 _ZOO_KEY = 3  # mixed into every seed (p-diff's settings use 1 and 2), so no seed is shared
 
