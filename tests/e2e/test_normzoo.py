@@ -8,10 +8,11 @@ import dataclasses
 import pytest
 
 from wgen.config import load_config
-from wgen.core.errors import RunFolderError
+from wgen.core.errors import ConfigError, RunFolderError
 from wgen.core.integrity import verify_inputs
 from wgen.core.runfolder import check_input, command_args
 from wgen.core.runtime import SUCCESS_FILE, read_json
+from wgen.generator.dataset import load_block_data
 from wgen.models.base import base_family
 from wgen.normzoo.zoo import NormZooConfig, build_zoo
 from wgen.weights.store import WeightStore
@@ -41,6 +42,9 @@ def test_the_zoo_is_a_run_folder_that_wgen_train_accepts(ray_local, tmp_path):
     config = load_config("tiny")
     check_input(tmp_path, "train", config)
     verify_inputs(tmp_path, "train", command_args(config, tmp_path))
+    # the tiny preset's paraphrases (the GAN's edit grammar): one line before anything trains
+    with pytest.raises(ConfigError, match="train.paraphrases=0"):
+        load_block_data(tmp_path, 32, config.train.text_encoder, n_paraphrases=2)
 
 
 def test_a_rebuild_trains_only_the_missing_concepts_and_refuses_other_settings(ray_local, tmp_path):

@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from wgen.data.concepts import coverage_first, paraphrases
+from wgen.core.errors import ConfigError
+from wgen.data.concepts import PRIMITIVES, coverage_first, paraphrases
 from wgen.data.pairs import CONCEPTS_FILE, load_concepts
 from wgen.generator.text import pad_token_states
 from wgen.generator.textcache import cached_embeddings
@@ -269,6 +270,16 @@ def load_block_data(
     extra: list[list[str]] = [[] for _ in range(len(concepts))]
     if n_paraphrases > 0:
         programs = {c.id: c for c in load_concepts(Path(out) / CONCEPTS_FILE)}
+        # the grammar rewords its own edits only (another family's concepts, e.g. digit
+        # classes, have none): one line before anything trains, not a KeyError inside it
+        edits = {name for c in programs.values() for name, _ in c.edits}
+        unknown = sorted(edits - set(PRIMITIVES))
+        if unknown:
+            raise ConfigError(
+                f"train.paraphrases={n_paraphrases} rewords concepts with the edit grammar "
+                f"(wgen.data.concepts), which has no words for the edits {unknown[:6]} of "
+                f"{Path(out) / CONCEPTS_FILE}; set train.paraphrases=0"
+            )
         extra = [
             paraphrases(programs[cid], n_paraphrases, seed) if split == TRAIN else []
             for cid, split in zip(concepts["concept_id"], concepts["split"], strict=True)
