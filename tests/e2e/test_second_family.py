@@ -23,7 +23,7 @@ from wgen.normzoo.base_model import EXPORT_WEIGHTS, WEIGHTS_FILE
 from wgen.normzoo.concepts import CONCEPTS_FILE, load_concepts
 from wgen.normzoo.zoo import NormZooConfig, build_zoo
 
-# ~3-5 min on 2 busy cores (zoo ~1 min, `wgen train` ~2 min, one `wgen generate`)
+# 2.5-3.5 min on 2 busy cores (zoo ~45 s, `wgen train` ~1.5-2 min, one `wgen generate`)
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 # The default zoo: 60 training, 4 validation and 4 held-out concepts of 3 classes, K = 3,
