@@ -56,7 +56,7 @@ from wgen.models.classifiers import ImageSpec, build_classifier
 from wgen.normzoo.concepts import CONCEPTS_FILE, load_concepts
 from wgen.pdiff.data import ImageData, load_images
 from wgen.pdiff.zoo import base_fingerprint, parameters
-from wgen.weights.format import Manifest, Selection, WeightFormatError, build_manifest
+from wgen.weights.format import Manifest, Selection, WeightFormatError, build_manifest, flatten
 
 FAMILY = "classifier-norm"
 CLASSIFIER = "convnet"  # `wgen.models.classifiers.CLASSIFIERS` key: ConvNet-3
@@ -198,19 +198,10 @@ class NormClassifierBaseModel:
     # -- files ------------------------------------------------------------------------------
 
     def _checked(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``state`` restricted to the manifest's keys, each of its shape (else an error)."""
-        out = {}
-        for group in self._manifest.groups:
-            for entry in group.entries:
-                if entry.key not in state:
-                    raise WeightFormatError(f"the norm parameters lack {entry.key!r}")
-                value = state[entry.key]
-                if tuple(value.shape) != entry.shape:
-                    raise WeightFormatError(
-                        f"{entry.key}: shape {tuple(value.shape)}, the base has {entry.shape}"
-                    )
-                out[entry.key] = value
-        return out
+        """``state`` restricted to the manifest's keys, each of its shape (else the weight
+        format's one-line error, `flatten`'s own check)."""
+        flatten(state, self._manifest)
+        return {key: state[key] for key in self._manifest.keys}
 
     def export(self, state: Mapping[str, torch.Tensor], folder: Path) -> Path:
         """``norms.safetensors`` + ``norms.json`` in ``folder`` (module docstring, 5),
