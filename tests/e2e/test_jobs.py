@@ -87,6 +87,13 @@ def token_head(tmp_path):
             "--node-ip-address=127.0.0.1",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port}",
+            # the node's agents on free ports: Ray's fixed default (52365) is taken when another
+            # Ray runs on the machine (the session's shared one), and the head then never gets
+            # a job agent ("No available agent to submit job")
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
             "--include-dashboard=true",
             "--num-cpus=4",
             "--num-gpus=0",
@@ -172,13 +179,11 @@ def submit(address: str, env: dict, stage: str, out: Path, submission_id: str):
 
 
 def submit_when_an_agent_is_up(
-    address: str, env: dict, stage: str, out: Path, submission_id: str, timeout: float = 600
+    address: str, env: dict, stage: str, out: Path, submission_id: str, timeout: float = 300
 ):
     """`submit`, again while the head answers that no job agent has registered yet: the job
     server is up before the node's agent, and on a busy machine the agent takes a while
-    (Ray's own answer is "No available agent to submit job, please try again later"). With
-    load average 20 on 2 cores it took more than 180 s, so the wait is long; an idle machine
-    answers in seconds."""
+    (Ray's own answer is "No available agent to submit job, please try again later")."""
     deadline = time.time() + timeout
     while True:
         submitted = submit(address, env, stage, out, submission_id)
